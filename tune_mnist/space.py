@@ -1,0 +1,204 @@
+"""Search spaces: YAML files of model/training keys, validated before Ray starts.
+
+Each key is either a constant or one of `grid: [...]`, `choice: [...]`, `uniform: [lo, hi]`,
+`loguniform: [lo, hi]`, `randint: [lo, hi]` (both ends included). A top-level `seeds: N` repeats
+every configuration with seeds 0..N-1. With `mixup: {grid: [false, true]}` every architecture and
+seed is trained in both arms: the paired design the comparison needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class SpaceError(Exception):
+    """A search space is invalid; the message names the file, the key and the problem."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: type
+    check: Callable[[Any], bool]
+    rule: str
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: lo <= v <= hi
+
+
+KEYS: dict[str, Key] = {
+    "num_conv": Key(2, int, _between(0, 6), "an integer from 0 to 6"),
+    "filters": Key(24, int, _between(1, 1024), "an integer from 1 to 1024"),
+    "filters_step": Key(12, int, _between(0, 1024), "an integer from 0 to 1024"),
+    "kernel_size": Key(5, int, _between(1, 28), "an integer from 1 to 28"),
+    "pooling": Key("none", str, lambda v: v in ("none", "max"), "'none' or 'max'"),
+    "batch_norm": Key(True, bool, lambda v: True, "true or false"),
+    "num_dense": Key(0, int, _between(0, 4), "an integer from 0 to 4"),
+    "dense_units": Key(128, int, _between(1, 8192), "an integer from 1 to 8192"),
+    "dropout": Key(0.4, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "l2": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
+    "optimizer": Key("adam", str, lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    "learning_rate": Key(1e-3, float, lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    "batch_size": Key(50, int, _between(1, 65536), "an integer from 1 to 65536"),
+    "augment": Key(False, bool, lambda v: True, "true or false"),
+    "label_noise": Key(0.0, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "input_noise": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
+    "mixup": Key(False, bool, lambda v: True, "true or false"),
+    "mixup_alpha": Key(0.2, float, lambda v: v > 0, "a number > 0"),
+    "seed": Key(0, int, lambda v: v >= 0, "an integer >= 0"),
+}
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+MAX_SEEDS = 1000
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space: constants, grids and random distributions per key."""
+
+    source: str
+    constants: dict[str, Any]
+    grids: dict[str, list[Any]]
+    randoms: dict[str, tuple[str, list[Any]]]
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grids.values())
+
+    def num_trials(self, num_samples: int) -> int:
+        return self.grid_size * num_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved space as plain data, for the run manifest."""
+        resolved: dict[str, Any] = dict(self.constants)
+        resolved.update({k: {"grid": v} for k, v in self.grids.items()})
+        resolved.update({k: {dist: args} for k, (dist, args) in self.randoms.items()})
+        return resolved
+
+    def param_space(self) -> dict[str, Any]:
+        """Ray Tune's param_space: every key present, grids and distributions as Tune objects."""
+        from ray import tune
+
+        space: dict[str, Any] = dict(self.constants)
+        space.update({k: tune.grid_search(v) for k, v in self.grids.items()})
+        for key, (dist, args) in self.randoms.items():
+            if dist == "choice":
+                space[key] = tune.choice(args)
+            elif dist == "uniform":
+                space[key] = tune.uniform(*args)
+            elif dist == "loguniform":
+                space[key] = tune.loguniform(*args)
+            else:
+                space[key] = tune.randint(args[0], args[1] + 1)  # Tune's upper end is exclusive
+        return space
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every configuration of a space without random keys (for tests and dry runs)."""
+        names = list(self.grids)
+        return [
+            {**self.constants, **dict(zip(names, values))}
+            for values in itertools.product(*(self.grids[n] for n in names))
+        ]
+
+
+def _coerce(where: str, key: str, value: Any) -> Any:
+    spec = KEYS[key]
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, spec.kind) or (spec.kind is not bool and isinstance(value, bool)):
+        raise SpaceError(f"{where}: key '{key}': {value!r} is not {spec.rule}")
+    if spec.kind is float and not math.isfinite(value):
+        raise SpaceError(f"{where}: key '{key}': {value!r} is not {spec.rule}")
+    if not spec.check(value):
+        raise SpaceError(f"{where}: key '{key}': {value!r} is out of range; expected {spec.rule}")
+    return value
+
+
+def _parse_distribution(where: str, key: str, value: dict[str, Any]) -> tuple[str, list[Any]]:
+    if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
+        raise SpaceError(
+            f"{where}: key '{key}': expected a constant or one of "
+            f"{', '.join(d + ': [...]' for d in DISTRIBUTIONS)}, got {value!r}"
+        )
+    dist, args = next(iter(value.items()))
+    if not isinstance(args, list) or not args:
+        raise SpaceError(f"{where}: key '{key}': '{dist}' needs a non-empty list, got {args!r}")
+    args = [_coerce(where, key, a) for a in args]
+    if dist in ("uniform", "loguniform", "randint"):
+        if len(args) != 2 or not args[0] < args[1]:
+            raise SpaceError(f"{where}: key '{key}': '{dist}' needs [low, high] with low < high")
+        if KEYS[key].kind is bool or KEYS[key].kind is str:
+            raise SpaceError(f"{where}: key '{key}': '{dist}' needs a numeric key")
+        if dist == "randint" and KEYS[key].kind is not int:
+            raise SpaceError(f"{where}: key '{key}': 'randint' needs an integer key")
+    return dist, args
+
+
+def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = None) -> Space:
+    """Validate a loaded YAML document; `seeds` (from --seeds) overrides the document's `seeds`."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SpaceError(f"{source}: expected a mapping of keys to values, got {type(document).__name__}")
+    document = dict(document)
+    file_seeds = document.pop("seeds", None)
+    constants = {k: spec.default for k, spec in KEYS.items()}
+    grids: dict[str, list[Any]] = {}
+    randoms: dict[str, tuple[str, list[Any]]] = {}
+    for key, value in document.items():
+        if key not in KEYS:
+            raise SpaceError(
+                f"{source}: unknown key {key!r}; known keys: seeds, {', '.join(KEYS)}"
+            )
+        if isinstance(value, dict):
+            dist, args = _parse_distribution(source, key, value)
+            constants.pop(key)
+            if dist == "grid":
+                grids[key] = args
+            else:
+                randoms[key] = (dist, args)
+        elif isinstance(value, list):
+            raise SpaceError(f"{source}: key '{key}': a list needs a kind, e.g. {key}: {{grid: {value}}}")
+        else:
+            constants[key] = _coerce(source, key, value)
+    n_seeds = seeds if seeds is not None else file_seeds
+    if n_seeds is not None:
+        if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= MAX_SEEDS:
+            raise SpaceError(f"{source}: 'seeds' must be an integer from 1 to {MAX_SEEDS}, got {n_seeds!r}")
+        constants.pop("seed", None)
+        randoms.pop("seed", None)
+        grids["seed"] = list(range(n_seeds))
+    return Space(source=source, constants=constants, grids=grids, randoms=randoms)
+
+
+def load_space(path: str | Path, *, seeds: int | None = None) -> Space:
+    """Read and validate a search-space YAML file (safe_load: tags never construct objects)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read the search space ({e.strerror or e})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    return parse_space(document, source=str(path), seeds=seeds)
+
+
+ARM_KEYS = ("mixup", "seed")
+
+
+def architecture_label(config: dict[str, Any], varying: list[str]) -> str:
+    """A short name for a configuration without its MixUp arm and seed, e.g. 'num_conv=2 num_dense=0'."""
+    keys = [k for k in varying if k not in ARM_KEYS]
+    return " ".join(f"{k}={config[k]}" for k in keys) or "base"

@@ -1,0 +1,159 @@
+"""The Ray Tune trainable: thin glue that trains one configuration an epoch at a time.
+
+Every epoch it reports the public metrics (see METRICS) and a checkpoint of the model, so ASHA can
+stop it, a failed trial can be retried from its last epoch and `--resume` can continue it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from tune_mnist.data import SearchData, apply_mix
+
+METRICS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc",
+    "epoch_seconds", "images_per_second",
+)
+MODEL_FILE = "model.keras"
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Run-wide settings every trial shares (not searched over)."""
+
+    max_epochs: int
+    patience: int | None = None
+    cpus_per_trial: float = 1.0
+
+
+def set_threads(cpus: float) -> None:
+    """Give TensorFlow as many threads as the trial holds CPUs.
+
+    Without this each trial starts one thread per core of the machine and concurrent trials fight
+    over the cores. Must run before TensorFlow executes its first op in this process.
+    """
+    import tensorflow as tf
+
+    threads = max(1, int(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # this worker already ran TensorFlow (a reused actor): keep its thread pools
+
+
+def cross_entropy(probs: np.ndarray, soft_labels: np.ndarray) -> float:
+    """Mean cross-entropy of predictions against (one-hot or MixUp soft) label rows."""
+    return float(-np.mean(np.sum(soft_labels * np.log(np.clip(probs, 1e-7, 1.0)), axis=1)))
+
+
+def argmax_accuracy(probs: np.ndarray, soft_labels: np.ndarray) -> float:
+    """Share of predictions equal to the label with the largest weight.
+
+    For a MixUp soft label this is the class with the larger mixing weight.
+    """
+    return float(np.mean(np.argmax(probs, axis=1) == np.argmax(soft_labels, axis=1)))
+
+
+def evaluate(model: Any, images: np.ndarray, soft_labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
+    probs = model.predict(images, batch_size=batch_size, verbose=0)
+    return {"loss": cross_entropy(probs, soft_labels), "acc": argmax_accuracy(probs, soft_labels)}
+
+
+def _report(metrics: dict[str, Any], model: Any, state: dict[str, Any], *, checkpoint: bool) -> None:
+    """Report one epoch; tune.report copies the checkpoint to storage before it returns."""
+    from ray import tune
+
+    if not checkpoint:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
+        model.save(Path(directory) / MODEL_FILE)
+        (Path(directory) / STATE_FILE).write_text(json.dumps(state))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def load_checkpoint(directory: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The model (safe mode: no code in the file is executed) and state of a checkpoint."""
+    import keras
+
+    directory = Path(directory)
+    model = keras.models.load_model(directory / MODEL_FILE, safe_mode=True)
+    return model, json.loads((directory / STATE_FILE).read_text())
+
+
+def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
+    """Train one configuration, reporting metrics and a checkpoint after every epoch."""
+    import ray
+    from ray import tune
+
+    set_threads(settings.cpus_per_trial)
+    import keras
+
+    from tune_mnist.model import compile_model
+    from tune_mnist.pipeline import training_dataset, with_label_noise
+
+    keras.utils.set_random_seed(config["seed"])
+    y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
+    train = training_dataset(
+        data.x_train, y_train, batch_size=config["batch_size"], seed=config["seed"],
+        mixup=config["mixup"], mixup_alpha=config["mixup_alpha"],
+    )
+    val_images = data.x_val.astype(np.float32)[..., None] / 255.0
+    val_labels = np.eye(10, dtype=np.float32)[data.y_val]
+    mixed_images, mixed_labels = apply_mix(data.x_val, data.y_val, data.val_mix)
+    mixed_images = mixed_images[..., None]
+
+    state = {"epoch": 0, "best_val_acc": -1.0, "epochs_since_best": 0}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            model, state = load_checkpoint(directory)
+    else:
+        model = compile_model(config)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    for epoch in range(state["epoch"] + 1, settings.max_epochs + 1):
+        started = time.perf_counter()
+        history = model.fit(train, epochs=epoch, initial_epoch=epoch - 1, verbose=0).history
+        seconds = time.perf_counter() - started
+        clean = evaluate(model, val_images, val_labels)
+        mixed = evaluate(model, mixed_images, mixed_labels)
+        train_loss = float(history["loss"][-1])
+        diverged = not math.isfinite(train_loss)
+        if clean["acc"] > state["best_val_acc"]:
+            state.update(best_val_acc=clean["acc"], epochs_since_best=0)
+        else:
+            state["epochs_since_best"] += 1
+        state["epoch"] = epoch
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": float(history["acc"][-1]),
+            "val_loss": clean["loss"],
+            "val_acc": clean["acc"],
+            "val_mixed_loss": mixed["loss"],
+            "val_mixed_acc": mixed["acc"],
+            "epoch_seconds": seconds,
+            "images_per_second": len(data.x_train) / seconds,
+            "diverged": diverged,
+            "node_id": node_id,
+        }
+        # A diverged model's weights are NaN: nothing worth restoring, so no checkpoint.
+        _report(metrics, model, state, checkpoint=not diverged)
+        if diverged:
+            return
+        if settings.patience is not None and state["epochs_since_best"] >= settings.patience:
+            return
