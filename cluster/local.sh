@@ -152,6 +152,8 @@ cmd_up() {
         --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" \
         --ray-client-server-port "$client_port" \
         || { cmd_down; exit 1; }
+    # One at a time: nodes on one machine share the session directory, and Ray picks their socket
+    # names (plasma_store.1, .2, ...) by looking at what exists, which races when started together.
     local i
     for ((i = 1; i <= workers; i++)); do
         echo "starting worker $i/$workers ($cpus_per_node CPUs)..."
