@@ -12,24 +12,14 @@
 #   cluster/local.sh down   [--port GCS_PORT]
 #
 # Everything a cluster owns lives in one state directory,
-# ${TUNE_MNIST_CLUSTER_DIR:-/tmp/tune_mnist_cluster-<GCS port>}: Ray's --temp-dir (logs, sockets),
-# the auth token, an env file for clients, and the session ids of the processes it started.
+# ${TUNE_MNIST_CLUSTER_DIR:-/tmp/tune_mnist_cluster-<GCS port>}: one Ray --temp-dir per node (logs,
+# sockets), the auth token, an env file for clients, and the session ids of the processes it started.
 # Two clusters with different ports therefore never share files or processes, and `down` stops
 # exactly this cluster's processes (unlike `ray stop`, which kills every Ray process on the machine).
 set -euo pipefail
 
-RAY_BIN=${RAY_BIN:-ray}
-PYTHON_BIN=${PYTHON_BIN:-python3}
-# Prefer the ray/python next to each other (e.g. a venv's bin) so both see the same Ray install.
-if ! command -v "$RAY_BIN" >/dev/null 2>&1; then
-    echo "error: '$RAY_BIN' not found on PATH; activate the environment where ray is installed or set RAY_BIN" >&2
-    exit 2
-fi
-ray_dir=$(dirname "$(command -v "$RAY_BIN")")
-if [ -x "$ray_dir/python" ]; then PYTHON_BIN="$ray_dir/python"; fi
-
 usage() {
-    sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    grep -E '^#   (cluster/local.sh|  )' "$0" | sed 's/^#   //' >&2
     exit 2
 }
 
@@ -77,6 +67,16 @@ fi
 is_uint "$object_store_mb" && [ "$object_store_mb" -ge 80 ] \
     || die "--object-store-mb must be a whole number >= 80 (Ray's minimum is 75 MiB), got '$object_store_mb'"
 
+RAY_BIN=${RAY_BIN:-ray}
+PYTHON_BIN=${PYTHON_BIN:-python3}
+# Prefer the ray/python next to each other (e.g. a venv's bin) so both see the same Ray install.
+if ! command -v "$RAY_BIN" >/dev/null 2>&1; then
+    echo "error: '$RAY_BIN' not found on PATH; activate the environment where ray is installed or set RAY_BIN" >&2
+    exit 2
+fi
+ray_dir=$(dirname "$(command -v "$RAY_BIN")")
+if [ -x "$ray_dir/python" ]; then PYTHON_BIN="$ray_dir/python"; fi
+
 state_dir=${TUNE_MNIST_CLUSTER_DIR:-/tmp/tune_mnist_cluster-$gcs_port}
 token_file=$state_dir/auth_token
 env_file=$state_dir/env
@@ -113,12 +113,16 @@ free_port() {
 
 # Starts one `ray start` in a new session (so its daemons share a session id we record) with the
 # token-auth environment; the daemons outlive it.
+# Each node gets its own temp dir: nodes sharing one would share the runtime-env cache
+# (runtime_resources/), and one node's agent deletes a job's working_dir while the job still
+# runs from it on another node.
 start_node() {
-    local log=$1
+    local name=$1
     shift
+    local log=$state_dir/$name.log
     env "$marker" RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token_file" \
         setsid "$RAY_BIN" start "$@" \
-        --temp-dir "$state_dir/ray" \
+        --temp-dir "$state_dir/$name" \
         --num-gpus 0 \
         --object-store-memory $((object_store_mb * 1024 * 1024)) \
         --dashboard-agent-listen-port "$(free_port)" \
@@ -146,22 +150,24 @@ cmd_up() {
 
     local dashboard_url=http://127.0.0.1:$dashboard_port
     echo "starting head on 127.0.0.1:$gcs_port ($cpus_per_node CPUs)..."
-    start_node "$state_dir/head.log" --head \
+    start_node head --head \
         --port "$gcs_port" \
         --num-cpus "$cpus_per_node" \
         --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" \
         --ray-client-server-port "$client_port" \
         || { cmd_down; exit 1; }
-    # One at a time: nodes on one machine share the session directory, and Ray picks their socket
-    # names (plasma_store.1, .2, ...) by looking at what exists, which races when started together.
-    local i
+    # Workers only need the GCS, not each other: start them side by side.
+    local i failed=0
+    local -a starters=()
     for ((i = 1; i <= workers; i++)); do
         echo "starting worker $i/$workers ($cpus_per_node CPUs)..."
-        start_node "$state_dir/worker-$i.log" \
-            --address "127.0.0.1:$gcs_port" \
-            --num-cpus "$cpus_per_node" \
-            || { cmd_down; exit 1; }
+        start_node "worker-$i" --address "127.0.0.1:$gcs_port" --num-cpus "$cpus_per_node" &
+        starters+=($!)
     done
+    for i in "${starters[@]}"; do
+        wait "$i" || failed=1
+    done
+    [ "$failed" -eq 0 ] || { cmd_down; exit 1; }
 
     cat >"$env_file" <<EOF
 # Source this file to talk to the cluster in $state_dir.
@@ -179,7 +185,7 @@ Ray cluster is up: 1 head + $workers workers, $cpus_per_node CPUs each, token au
   Ray client:       ray://127.0.0.1:$client_port
   Auth token:       $token_file
   Client env:       source $env_file
-  Logs:             $state_dir/ray/session_latest/logs
+  Logs:             $state_dir/{head,worker-N}/session_latest/logs
 
 Submit a job (from the project root):
   RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$token_file \\
@@ -217,6 +223,15 @@ cmd_status() {
         return 1
     fi
     echo "processes of this cluster: $(wc -w <<<"$pids")"
+    # The GCS's node table is current; `ray status` (the autoscaler's view) can lag by seconds.
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token_file" "$PYTHON_BIN" - "$gcs_port" <<'PY'
+import sys
+from ray.util.state import list_nodes
+for node in list_nodes(address=f"127.0.0.1:{sys.argv[1]}"):
+    role = "head" if node.is_head_node else "worker"
+    cpus = node.resources_total.get("CPU", 0)
+    print(f"{node.state:5} {role:6} {node.node_id}  {node.node_ip}  CPU={cpus:g}")
+PY
     RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token_file" \
         "$RAY_BIN" status --address "127.0.0.1:$gcs_port"
 }
@@ -246,7 +261,7 @@ cmd_down() {
         die "processes still running after SIGKILL: $remaining"
     fi
     rm -f "$sids_file" "$env_file"
-    echo "cluster in $state_dir is down (logs kept in $state_dir/ray)"
+    echo "cluster in $state_dir is down (logs kept in $state_dir)"
 }
 
 case $command in
