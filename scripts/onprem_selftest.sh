@@ -26,7 +26,7 @@ command -v unshare >/dev/null || fail "unshare (util-linux) is needed"
 [ -x /usr/sbin/sshd ] || fail "no /usr/sbin/sshd; apt-get install -y openssh-server"
 if ! command -v rsync >/dev/null; then
     # Ray's launcher copies file_mounts with rsync.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; } >/dev/null \
         || fail "rsync is missing and could not be installed (apt-get install -y rsync)"
 fi
 if ss -ltn "sport = :$SSH_PORT" | grep -q LISTEN; then
@@ -134,7 +134,7 @@ step() {
 step ray_up ray up -y --no-config-cache "$work/onprem.yaml"
 step ray_submit ray submit "$work/onprem.yaml" "$repo/tune_mnist/run.py" \
     --address auto --dataset mnist_sample --train-subset 300 --max-epochs 1 \
-    --space "$repo/tests/spaces/cluster_smoke.yaml" --storage-path "$work/runs" --name selftest
+    --space '~/project/tests/spaces/cluster_smoke.yaml' --storage-path "$work/runs" --name selftest
 step ray_down ray down -y "$work/onprem.yaml"
 
 trials=$work/runs/selftest/trials.parquet

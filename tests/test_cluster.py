@@ -105,7 +105,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def submit(cluster: LocalCluster, *entrypoint: str, env: dict[str, str] | None = None,
-           timeout: float = 150) -> subprocess.CompletedProcess[str]:
+           timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ray", "job", "submit", "--address", cluster.dashboard_url,
          "--working-dir", str(REPO_ROOT), "--", *entrypoint],
