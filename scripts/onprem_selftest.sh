@@ -41,7 +41,8 @@ chmod 700 "$work" "$home" "$home/.ssh"
 ns_pid=""
 cleanup() {
     if [ -n "$ns_pid" ]; then
-        # Killing the namespace's init kills every process in it: sshd and the self-test's Ray.
+        # unshare --kill-child takes the namespace's init with it, and the kernel then kills every
+        # process in the namespace: sshd and the self-test's Ray.
         kill -KILL "$ns_pid" 2>/dev/null || true
         wait "$ns_pid" 2>/dev/null || true
     fi
@@ -106,8 +107,18 @@ config["head_start_ray_commands"] = [
 yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
 PY
 
-unshare --pid --fork --mount-proc --propagation private \
-    bash -c "mount --bind '$home' /root && exec /usr/sbin/sshd -D -f '$work/sshd_config' -E '$work/sshd.log'" &
+# If the Python behind ray lives under the real /root (pyenv), keep it visible in the private home.
+python_home=$("$bin_dir/python" -c 'import sys; print(sys.base_prefix)')
+keep_mounts=""
+if [[ $python_home == /root/* ]]; then
+    top=${python_home#/root/}
+    top=${top%%/*}
+    mkdir -p "$home/$top"
+    keep_mounts="mount --bind '/root/$top' '$home/$top' && "
+fi
+unshare --pid --fork --kill-child --mount-proc --propagation private \
+    bash -c "$keep_mounts mount --rbind '$home' /root && exec /usr/sbin/sshd -D -f '$work/sshd_config' -E '$work/sshd.log'" \
+    >"$work/namespace.log" 2>&1 &
 ns_pid=$!
 for _ in $(seq 50); do
     ssh -q -i "$work/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
