@@ -7,12 +7,15 @@ input pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -173,7 +176,7 @@ def _candidates(name: str, data_dir: Path | None) -> list[Path]:
     places += [KERAS_CACHE / f"{stem}.npz", KERAS_CACHE / stem]
     if name == "fashion_mnist":
         places.append(DEBIAN_FASHION_MNIST)
-    return places
+    return list(dict.fromkeys(places))
 
 
 def _read_first(places: list[Path]) -> Arrays | None:
@@ -185,11 +188,26 @@ def _read_first(places: list[Path]) -> Arrays | None:
     return None
 
 
-def _keras_download(name: str) -> Arrays:
-    import keras  # deferred: importing TensorFlow costs seconds the other paths do not need
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide TensorFlow's C++ start-up log lines, so a failed download still ends in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
-    module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
-    (x_train, y_train), (x_test, y_test) = module.load_data()
+
+def _keras_download(name: str) -> Arrays:
+    with _native_stderr_silenced():
+        import keras  # deferred: importing TensorFlow costs seconds the other paths do not need
+
+        module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+        (x_train, y_train), (x_test, y_test) = module.load_data()
     return Arrays(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name} download")
 
 
@@ -229,8 +247,9 @@ def load_arrays(name: str, data_dir: str | Path | None = None, *, seed: int = 0)
             arrays = _keras_download(name)
         except Exception as e:
             tried = ", ".join(str(p) for p in places)
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
             raise DataError(
-                f"{name} not found (tried {tried}, then Keras' download: {type(e).__name__}); "
+                f"{name} not found (tried {tried}, then Keras' download: {reason}); "
                 f"put the .npz or the four IDX .gz files in a folder and pass --data-dir, "
                 f"or use --dataset mnist_sample"
             ) from None

@@ -24,10 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tune_mnist.comparison import format_comparison, paired_comparison
 from tune_mnist.space import KEYS, architecture_label
 from tune_mnist.trainable import METRICS
 
-TRIALS_FILE, EPOCHS_FILE = "trials.parquet", "epochs.parquet"
+TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE = "trials.parquet", "epochs.parquet", "comparison.parquet"
 SUMMARY_METRICS = [m for m in METRICS if m.startswith(("train_", "val_"))]
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 
@@ -36,6 +37,7 @@ EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 class Tables:
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    comparison: pd.DataFrame
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -142,7 +144,8 @@ def collect(run_dir: str | Path) -> Tables:
         row["architecture"] = architecture_label(config, varying)
     trials = pd.DataFrame(trial_rows, columns=_trial_columns())
     epochs = pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS)
-    return Tables(trials=_typed_trials(trials), epochs=_typed_epochs(epochs))
+    trials = _typed_trials(trials)
+    return Tables(trials=trials, epochs=_typed_epochs(epochs), comparison=paired_comparison(trials))
 
 
 def _trial_columns() -> list[str]:
@@ -179,13 +182,15 @@ def save(run_dir: str | Path, tables: Tables) -> None:
     run_dir = Path(run_dir)
     write_parquet(run_dir / TRIALS_FILE, tables.trials)
     write_parquet(run_dir / EPOCHS_FILE, tables.epochs)
+    write_parquet(run_dir / COMPARISON_FILE, tables.comparison)
 
 
 def load(run_dir: str | Path) -> Tables:
     """The tables of a run: read from its Parquet files, or rebuilt if the run was interrupted."""
     run_dir = Path(run_dir)
-    if (run_dir / TRIALS_FILE).is_file() and (run_dir / EPOCHS_FILE).is_file():
-        return Tables(pd.read_parquet(run_dir / TRIALS_FILE), pd.read_parquet(run_dir / EPOCHS_FILE))
+    files = [run_dir / f for f in (TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE)]
+    if all(f.is_file() for f in files):
+        return Tables(*(pd.read_parquet(f) for f in files))
     if not _trial_dirs(run_dir):
         raise FileNotFoundError(f"{run_dir}: no trials found (is this a tune_mnist run directory?)")
     return collect(run_dir)
@@ -217,6 +222,9 @@ def summary(tables: Tables) -> str:
             "",
             "Mean val_acc (best epoch) per architecture:",
             arm_table(trials).to_string(float_format=lambda v: f"{v:.4f}"),
+            "",
+            "MixUp minus plain, paired by architecture and seed (best epoch):",
+            format_comparison(tables.comparison),
         ]
     failed = trials[trials["status"].isin(["ERROR", "DIVERGED"])]
     for _, row in failed.iterrows():

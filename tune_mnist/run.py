@@ -7,23 +7,16 @@ ran but some trials failed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 from tune_mnist.data import DATASETS, DataError
+from tune_mnist.search import EXIT_BAD_INPUT, UsageError, run_search
 from tune_mnist.space import SpaceError
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
-EXIT_BAD_INPUT, EXIT_PARTIAL = 2, 3
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line, exit status 2."""
-
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -78,10 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_name(space: str, dataset: str) -> str:
-    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Reject bad input that argparse cannot see, before Ray or TensorFlow start."""
     if args.name is not None and (
@@ -104,8 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
-        from tune_mnist.search import run_search
-
         return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
     except (UsageError, SpaceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +17,15 @@ from tune_mnist import results
 from tune_mnist.space import Space, load_space
 
 MANIFEST = "run_manifest.json"
-SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+EXIT_BAD_INPUT, EXIT_PARTIAL = 2, 3
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+def default_name(space: str, dataset: str) -> str:
+    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _git_commit() -> str | None:
@@ -43,8 +50,6 @@ def _versions() -> dict[str, str]:
 
 
 def _check_writable(run_dir: Path) -> None:
-    from tune_mnist.run import UsageError
-
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -65,15 +70,23 @@ def _init_ray(address: str | None) -> None:
         ray.init(log_to_driver=False, include_dashboard=False)
 
 
-def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
-    from tune_mnist.run import EXIT_PARTIAL, UsageError, default_name
+def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
+    """The original run's arguments from its manifest: `--resume` needs no other flags."""
+    manifest_file = run_dir / MANIFEST
+    if not manifest_file.is_file():
+        raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST} is missing)")
+    try:
+        original = json.loads(manifest_file.read_text())["args"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise UsageError(f"--resume: {manifest_file} is unreadable ({e})") from None
+    return argparse.Namespace(**{**original, "resume": True, "storage_path": args.storage_path, "name": args.name})
 
+
+def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     started = time.time()
     storage = Path(args.storage_path).expanduser().resolve()
     if args.resume:
-        run_dir = storage / args.name
-        if not (run_dir / MANIFEST).is_file():
-            raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST} is missing)")
+        args = _resume_args(storage / args.name, args)
     space: Space = load_space(args.space, seeds=args.seeds)
     name = args.name or default_name(args.space, args.dataset)
     run_dir = storage / name

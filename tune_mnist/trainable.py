@@ -19,11 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tune_mnist.calibration import expected_calibration_error
 from tune_mnist.data import SearchData, apply_mix
 
 METRICS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc",
-    "epoch_seconds", "images_per_second",
+    "val_ece", "val_mixed_ece", "epoch_seconds", "images_per_second",
 )
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
@@ -69,7 +70,11 @@ def argmax_accuracy(probs: np.ndarray, soft_labels: np.ndarray) -> float:
 
 def evaluate(model: Any, images: np.ndarray, soft_labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
     probs = model.predict(images, batch_size=batch_size, verbose=0)
-    return {"loss": cross_entropy(probs, soft_labels), "acc": argmax_accuracy(probs, soft_labels)}
+    return {
+        "loss": cross_entropy(probs, soft_labels),
+        "acc": argmax_accuracy(probs, soft_labels),
+        "ece": expected_calibration_error(probs, soft_labels),
+    }
 
 
 def _report(metrics: dict[str, Any], model: Any, state: dict[str, Any], *, checkpoint: bool) -> None:
@@ -146,6 +151,8 @@ def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSetting
             "val_acc": clean["acc"],
             "val_mixed_loss": mixed["loss"],
             "val_mixed_acc": mixed["acc"],
+            "val_ece": clean["ece"],
+            "val_mixed_ece": mixed["ece"],
             "epoch_seconds": seconds,
             "images_per_second": len(data.x_train) / seconds,
             "diverged": diverged,

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from tune_mnist.space import SpaceError, load_space, parse_space
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def test_seed_grid_is_the_original_study():
+    space = load_space(SPACES / "seed_grid.yaml")
+    configs = space.grid_configs()
+    assert len(configs) == 18
+    assert {(c["num_conv"], c["num_dense"]) for c in configs} == {(c, d) for c in (2, 3, 4) for d in (0, 1, 2)}
+    assert all(c["dense_units"] == 10 and c["dropout"] == 0.4 and c["batch_size"] == 50 for c in configs)
+    assert sum(c["mixup"] for c in configs) == 9
+
+
+def test_seeds_repeat_every_configuration_and_cli_overrides():
+    space = load_space(SPACES / "seed_grid.yaml", seeds=3)
+    assert space.num_trials(1) == 54
+    assert sorted({c["seed"] for c in space.grid_configs()}) == [0, 1, 2]
+
+
+def test_shipped_spaces_parse():
+    for path in SPACES.glob("*.yaml"):
+        space = load_space(path)
+        assert space.grids["mixup"] == [False, True], path
+
+
+def test_random_keys_become_tune_domains():
+    from ray import tune
+
+    space = parse_space({"dropout": {"uniform": [0.1, 0.5]}, "num_conv": {"randint": [1, 3]}})
+    params = space.param_space()
+    assert isinstance(params["dropout"], tune.search.sample.Float)
+    assert params["num_conv"].upper == 4  # inclusive in the YAML, exclusive in Tune
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("num_conv: [2, 3\n", "not valid YAML at line"),
+        ("colour: red\n", "unknown key 'colour'"),
+        ("num_conv: two\n", "key 'num_conv': 'two' is not an integer"),
+        ("num_conv: {grid: []}\n", "key 'num_conv': 'grid' needs a non-empty list"),
+        ("dropout: 1.0\n", "key 'dropout': 1.0 is out of range"),
+        ("dropout: {grid: [0.2, -0.1]}\n", "key 'dropout': -0.1 is out of range"),
+        ("learning_rate: 0\n", "key 'learning_rate': 0.0 is out of range"),
+        ("learning_rate: -0.01\n", "key 'learning_rate': -0.01 is out of range"),
+        ("num_conv: 7\n", "key 'num_conv': 7 is out of range"),
+        ("mixup: yes please\n", "key 'mixup'"),
+        ("uniform_key: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
+        ("seeds: 0\n", "'seeds' must be an integer"),
+        ("- a list\n", "expected a mapping"),
+        ("dropout: {uniform: [0.5, 0.1]}\n", "low < high"),
+    ],
+)
+def test_bad_space_names_file_key_and_problem(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    assert str(path) in str(err.value) and message in str(err.value)
