@@ -86,6 +86,9 @@ sids_file=$state_dir/sids
 marker="TUNE_MNIST_CLUSTER_DIR_MARKER=$state_dir"
 
 # PIDs of this cluster: members of the sessions we created, plus anything carrying our marker.
+# Both are needed: the dashboard's module processes rename themselves (setproctitle overwrites
+# /proc/PID/environ, so the marker is gone) but stay in our session, while anything that calls
+# setsid itself leaves the session but keeps the marker.
 cluster_pids() {
     local pid sid stat state _ppid _pgrp _
     local -A sids=()
