@@ -244,7 +244,7 @@ def summary(tables: Tables) -> str:
         ]
     failed = trials[trials["status"].isin(["ERROR", "DIVERGED"])]
     for _, row in failed.iterrows():
-        lines.append(f"{row['status']}: trial {row['trial_id']} ({row['architecture']}): {row['error'] or 'loss became NaN'}")
+        lines.append(f"{row['status']}: trial {row['trial_id']} ({row['architecture']}): {row['error'] if pd.notna(row['error']) else 'loss became NaN'}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tune_mnist.data import DATASETS, DataError
-from tune_mnist.search import EXIT_BAD_INPUT, UsageError, run_search
+from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
 from tune_mnist.space import SpaceError
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
@@ -116,8 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_args(args)
         return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
     except (UsageError, SpaceError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Ctrl-C before the search started (Tune handles it once trials run): nothing to resume.
+        print("interrupted before the search started", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ METRICS = (
 )
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
-# Testing hook, never set in normal use: "error:KEY=VALUE" makes every attempt of the trials whose
+# Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes every attempt of the trials whose
 # config has KEY == VALUE raise; "nan:KEY=VALUE" gives their model NaN weights, so training really
 # produces a NaN loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
@@ -40,11 +40,11 @@ class InjectedFault(RuntimeError):
 
 def injected_fault(config: dict[str, Any]) -> str | None:
     """The fault FAULT_ENV asks for this trial ('error' or 'nan'), or None."""
-    spec = os.environ.get(FAULT_ENV, "")
-    kind, _, selector = spec.partition(":")
-    key, _, value = selector.partition("=")
-    if kind in ("error", "nan") and key in config and str(config[key]).lower() == value.lower():
-        return kind
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        kind, _, selector = spec.strip().partition(":")
+        key, _, value = selector.partition("=")
+        if kind in ("error", "nan") and key in config and str(config[key]).lower() == value.lower():
+            return kind
     return None
 
 
