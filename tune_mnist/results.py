@@ -97,7 +97,9 @@ def _dir_trial_id(trial_dir: Path) -> str:
 
 def _statuses(run_dir: Path) -> dict[str, str]:
     """Trial statuses from Tune's newest experiment state (saved during the run, so also after a kill)."""
-    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed run;
+    # not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
+    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return {}
     try:
