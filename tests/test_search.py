@@ -80,3 +80,16 @@ def test_results_cli_rebuilds_the_same_tables(run_dir):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), before)
+
+
+def test_manifest_environment_never_records_secrets(monkeypatch):
+    from tune_mnist.search import recorded_environment
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "hunter2")
+    monkeypatch.setenv("TUNE_MNIST_API_KEY", "hunter2")
+    monkeypatch.setenv("RAY_redis_password", "hunter2")
+    monkeypatch.setenv("TUNE_MNIST_SECRET_X", "hunter2")
+    monkeypatch.setenv("TUNE_MNIST_DATA_DIR", "/data")
+    recorded = recorded_environment()
+    assert recorded["TUNE_MNIST_DATA_DIR"] == "/data"
+    assert "hunter2" not in json.dumps(recorded)

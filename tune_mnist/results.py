@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -46,10 +47,19 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
@@ -79,9 +89,17 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in run_dir.glob("*/params.json"))
 
 
+def _dir_trial_id(trial_dir: Path) -> str:
+    """The trial id in Tune's folder name `<trainable>_<id>_<index>_<config>_<time>` (id: 'a2bb8_00001')."""
+    found = re.search(r"_([0-9a-f]{5}_\d{5})_", trial_dir.name)
+    return found.group(1) if found else trial_dir.name
+
+
 def _statuses(run_dir: Path) -> dict[str, str]:
     """Trial statuses from Tune's newest experiment state (saved during the run, so also after a kill)."""
-    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed run;
+    # not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
+    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return {}
     try:
@@ -113,7 +131,7 @@ def collect(run_dir: str | Path) -> Tables:
     for trial_dir in _trial_dirs(run_dir):
         config = json.loads((trial_dir / "params.json").read_text())
         rows = _read_rows(trial_dir / "result.json")
-        trial_id = rows[-1]["trial_id"] if rows else trial_dir.name.split("_")[-2]
+        trial_id = rows[-1]["trial_id"] if rows else _dir_trial_id(trial_dir)
         # A trial retried from a checkpoint reports its later epochs again: keep the last report.
         by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
         epochs = [by_epoch[e] for e in sorted(by_epoch)]
@@ -228,7 +246,7 @@ def summary(tables: Tables) -> str:
         ]
     failed = trials[trials["status"].isin(["ERROR", "DIVERGED"])]
     for _, row in failed.iterrows():
-        lines.append(f"{row['status']}: trial {row['trial_id']} ({row['architecture']}): {row['error'] or 'loss became NaN'}")
+        lines.append(f"{row['status']}: trial {row['trial_id']} ({row['architecture']}): {row['error'] if pd.notna(row['error']) else 'loss became NaN'}")
     return "\n".join(lines)
 
 

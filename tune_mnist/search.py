@@ -17,7 +17,11 @@ from tune_mnist import results
 from tune_mnist.space import Space, load_space
 
 MANIFEST = "run_manifest.json"
-EXIT_BAD_INPUT, EXIT_PARTIAL = 2, 3
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+# Options added after the first manifests were written: a resumed old run gets these values.
+RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False}
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
 class UsageError(Exception):
@@ -50,13 +54,26 @@ def _versions() -> dict[str, str]:
 
 
 def _check_writable(run_dir: Path) -> None:
+    """Fail before training when results could not be written (read-only, missing or full disk)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
-        probe.write_bytes(b"x" * 1024)
+        with open(probe, "wb") as f:
+            f.write(b"x" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
         probe.unlink()
     except OSError as e:
         raise UsageError(f"--storage-path {run_dir.parent}: cannot write there ({e.strerror or e})") from None
+
+
+def recorded_environment() -> dict[str, str]:
+    """The environment variables that shape a run, for the manifest; never ones that hold secrets."""
+    return {
+        name: value for name, value in sorted(os.environ.items())
+        if name.startswith(("TUNE_MNIST_", "RAY_", "TF_", "CUDA_VISIBLE_DEVICES"))
+        and not any(word in name.upper() for word in SECRET_WORDS)
+    }
 
 
 def _init_ray(address: str | None) -> None:
@@ -71,26 +88,53 @@ def _init_ray(address: str | None) -> None:
 
 
 def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
-    """The original run's arguments from its manifest: `--resume` needs no other flags."""
+    """The original run's arguments from its manifest: `--resume` needs no other flags.
+
+    A `--space` given with `--resume` must resolve to the run's own space.
+    """
     manifest_file = run_dir / MANIFEST
     if not manifest_file.is_file():
         raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST} is missing)")
     try:
-        original = json.loads(manifest_file.read_text())["args"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise UsageError(f"--resume: {manifest_file} is unreadable ({e})") from None
-    return argparse.Namespace(**{**original, "resume": True, "storage_path": args.storage_path, "name": args.name})
+        manifest = json.loads(manifest_file.read_text())
+        original = dict(manifest["args"])
+        recorded_space = manifest["space"]
+        str(original["space"]), str(original["dataset"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"--resume: {manifest_file} is unreadable ({type(e).__name__}: {e})") from None
+    if args.space is not None:
+        given = load_space(args.space, seeds=args.seeds).to_dict()
+        if json.loads(json.dumps(given, default=str)) != recorded_space:
+            raise UsageError(f"--resume: run {run_dir.name} was made with a different search space than {args.space}")
+    return argparse.Namespace(**{
+        **RESUME_DEFAULTS, **original, "resume": True, "storage_path": args.storage_path, "name": args.name,
+    })
 
 
-def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
-    started = time.time()
+def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
+    """Every check that needs no data and no Ray: the arguments to run with, the space, the run folder.
+
+    Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
+    """
     storage = Path(args.storage_path).expanduser().resolve()
     if args.resume:
         args = _resume_args(storage / args.name, args)
     space: Space = load_space(args.space, seeds=args.seeds)
-    name = args.name or default_name(args.space, args.dataset)
-    run_dir = storage / name
+    trials = space.num_trials(args.num_samples)
+    if not args.resume and trials > args.max_trials and not args.yes:
+        raise UsageError(
+            f"{trials} trials from {args.space} exceed --max-trials {args.max_trials}; "
+            f"pass --yes to run them anyway"
+        )
+    run_dir = storage / (args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
+    return args, space, run_dir
+
+
+def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
+    started = time.time()
+    args, space, run_dir = prepare(args)
+    storage, name = run_dir.parent, run_dir.name
     arrays = datasets.load_arrays(args.dataset, args.data_dir, seed=args.seed)
     search_data = datasets.split(
         arrays, args.dataset, val_fraction=args.val_fraction, train_subset=args.train_subset, seed=args.seed,
@@ -107,6 +151,7 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
         "space": space.to_dict(),
         "dataset": {"name": args.dataset, "source": search_data.source,
                     "train": len(search_data.x_train), "validation": len(search_data.x_val)},
+        "environment": recorded_environment(),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -121,6 +166,14 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     results.write_json(run_dir / MANIFEST, manifest)
     print(results.summary(tables), flush=True)
     print(f"\nResults: {run_dir}", flush=True)
+    unfinished = tables.trials["status"].isin(UNFINISHED).sum()
+    if unfinished:
+        print(
+            f"Interrupted: {unfinished} trials unfinished. Resume with: python -m tune_mnist.run "
+            f"--resume --storage-path {storage} --name {name}",
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     failed = tables.trials["status"].isin(["ERROR"]).sum()
     return EXIT_PARTIAL if failed else 0
 
@@ -138,7 +191,7 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
         tune.with_parameters(train_trial, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
-    if args.resume:
+    if args.resume and tune.Tuner.can_restore(str(storage / name)):
         tuner = tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=True)
         tuner.fit()
         return
@@ -162,7 +215,7 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
             name=name,
             storage_path=str(storage),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=1,  # the status table only: per-epoch result dumps drown the progress
         ),
     )

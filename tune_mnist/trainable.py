@@ -28,6 +28,24 @@ METRICS = (
 )
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
+# Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes every attempt of the trials whose
+# config has KEY == VALUE raise; "nan:KEY=VALUE" gives their model NaN weights, so training really
+# produces a NaN loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
+FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the testing hook FAULT_ENV."""
+
+
+def injected_fault(config: dict[str, Any]) -> str | None:
+    """The fault FAULT_ENV asks for this trial ('error' or 'nan'), or None."""
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        kind, _, selector = spec.strip().partition(":")
+        key, _, value = selector.partition("=")
+        if kind in ("error", "nan") and key in config and str(config[key]).lower() == value.lower():
+            return kind
+    return None
 
 
 @dataclass(frozen=True)
@@ -101,11 +119,21 @@ def load_checkpoint(directory: str | Path) -> tuple[Any, dict[str, Any]]:
 
 def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     """Train one configuration, reporting metrics and a checkpoint after every epoch."""
-    import ray
-    from ray import tune
-
     set_threads(settings.cpus_per_trial)
     import keras
+
+    # A reused worker must not keep the previous trial's graphs and models alive.
+    keras.backend.clear_session()
+    try:
+        _train(config, data, settings)
+    finally:
+        keras.backend.clear_session()
+
+
+def _train(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
+    import keras
+    import ray
+    from ray import tune
 
     from tune_mnist.model import compile_model
     from tune_mnist.pipeline import training_dataset, with_label_noise
@@ -128,6 +156,11 @@ def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSetting
             model, state = load_checkpoint(directory)
     else:
         model = compile_model(config)
+    fault = injected_fault(config)
+    if fault == "error":
+        raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
+    if fault == "nan":
+        model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
     node_id = ray.get_runtime_context().get_node_id()
 
     for epoch in range(state["epoch"] + 1, settings.max_epochs + 1):

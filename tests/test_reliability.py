@@ -1,0 +1,235 @@
+"""Failures a user meets on a real cluster, made to happen for real: killed trial workers, a killed
+or interrupted driver, trials that always fail or diverge, a writer killed mid-write.
+
+Every search here is a real `python -m tune_mnist.run` with real Ray and real training on a few
+hundred embedded digits; whatever a test starts is killed when it ends, passed or failed.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from tune_mnist.trainable import FAULT_ENV
+
+TINY_SPACE = """
+num_conv: 0
+num_dense: 0
+batch_size: 50
+seed: {grid: [0, 1, 2]}
+"""
+
+
+class Driver:
+    """A `python -m tune_mnist.run` in its own session; `kill_all` ends it and every Ray process it started."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+        self.log = log
+        self.handle = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tune_mnist.run", *args], stdout=self.handle, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        self.session = self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"search still running after {timeout}s:\n{self.output()[-3000:]}")
+
+    def kill_all(self) -> None:
+        """SIGKILL the driver and every process of its session (Ray's GCS, raylet, workers)."""
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) == self.session:
+                    proc.kill()
+            except (OSError, psutil.Error):
+                continue
+        self.proc.wait(timeout=30)
+        self.handle.close()
+
+
+@pytest.fixture
+def drivers():
+    started: list[Driver] = []
+
+    def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Driver:
+        started.append(Driver(args, log, env))
+        return started[-1]
+
+    yield start
+    for driver in started:
+        driver.kill_all()
+
+
+def _poll(condition, timeout: float, what: str, driver: Driver):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if driver.proc.poll() is not None:
+            pytest.fail(f"search ended (status {driver.proc.returncode}) before {what}:\n{driver.output()[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}:\n{driver.output()[-3000:]}")
+
+
+def _result_rows(trial_dir: Path) -> list[dict]:
+    rows = []
+    for line in (trial_dir / "result.json").read_text().splitlines() if (trial_dir / "result.json").is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
+def _statuses(run_dir: Path) -> dict[str, str]:
+    found = {}
+    for state in run_dir.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            continue
+        found.update({t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in trials)})
+    return found
+
+
+def _assert_epochs_continuous(epochs: pd.DataFrame, trials: pd.DataFrame) -> None:
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, group in epochs.groupby("trial_id"):
+        run = trials.set_index("trial_id").loc[trial_id, "epochs_run"]
+        assert list(group["epoch"]) == list(range(1, run + 1)), (trial_id, list(group["epoch"]))
+
+
+def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tmp_path, drivers):
+    """Cases 1 and 4 in one search: seed 0's worker is SIGKILLed mid-training, seed 1 fails on every
+    attempt, seed 2's loss is NaN."""
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    run_dir = tmp_path / "runs" / "faults"
+    driver = drivers(
+        ["--space", str(tmp_path / "space.yaml"), "--train-subset", "300", "--max-epochs", "3",
+         "--max-failures", "1", "--storage-path", str(tmp_path / "runs"), "--name", "faults"],
+        tmp_path / "log.txt", env={FAULT_ENV: "error:seed=1,nan:seed=2"},
+    )
+
+    def first_epoch_of_seed_0():
+        for trial_dir in run_dir.glob("*_seed=0_*"):
+            rows = _result_rows(trial_dir)
+            if rows:
+                return trial_dir, rows[0]["pid"]
+        return None
+
+    victim_dir, pid = _poll(first_epoch_of_seed_0, 300, "seed 0's first epoch", driver)
+    os.kill(pid, signal.SIGKILL)
+    status = driver.wait(400)
+    output = driver.output()
+
+    assert status == 3, output[-3000:]
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("config/seed")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert trials.loc[0, "status"] == "TERMINATED" and trials.loc[0, "epochs_run"] == 3
+    assert trials.loc[1, "status"] == "ERROR" and "InjectedFault" in trials.loc[1, "error"]
+    assert trials.loc[2, "status"] == "DIVERGED" and pd.isna(trials.loc[2, "error"])
+    _assert_epochs_continuous(epochs, trials.reset_index())
+    # The killed trial really ran again, in another process, from its checkpoint.
+    pids = {row["pid"] for row in _result_rows(victim_dir)}
+    assert pid in pids and len(pids) == 2
+    assert f"ERROR: trial {trials.loc[1, 'trial_id']}" in output and "DIVERGED" in output
+
+
+def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
+    """Case 2: Ctrl-C, then a --resume whose driver is SIGKILLed mid-trial, then a --resume that finishes."""
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "r"
+    resume = ["--resume", "--storage-path", str(storage), "--name", "r"]
+
+    def terminated(at_least: int):
+        def check():
+            done = sorted(t for t, s in _statuses(run_dir).items() if s == "TERMINATED")
+            return done if len(done) >= at_least else None
+        return check
+
+    first = drivers(
+        ["--space", str(tmp_path / "space.yaml"), "--train-subset", "200", "--max-epochs", "2",
+         "--max-concurrent", "1", "--storage-path", str(storage), "--name", "r"],
+        tmp_path / "log1.txt",
+    )
+    done_first = _poll(terminated(1), 300, "a first finished trial", first)
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait(120) == 130, first.output()[-3000:]
+    assert f"--resume --storage-path {storage} --name r" in first.output()
+    interrupted = pd.read_parquet(run_dir / "trials.parquet")
+    assert set(done_first) <= set(interrupted.loc[interrupted["status"] == "TERMINATED", "trial_id"])
+    first.kill_all()
+    finished_rows = {t: len(_result_rows(d)) for t in done_first for d in run_dir.glob(f"*_{t}_*")}
+
+    def reported_epochs() -> int:
+        return sum(len(_result_rows(d)) for d in run_dir.glob("train_trial_*"))
+
+    before_second = reported_epochs()
+    second = drivers(resume, tmp_path / "log2.txt")
+    _poll(lambda: reported_epochs() > before_second, 300, "an epoch of the resumed run", second)
+    second.proc.kill()  # the driver alone, as a crash would; kill_all then clears its Ray
+    second.proc.wait(timeout=30)
+    second.kill_all()
+
+    third = drivers(resume, tmp_path / "log3.txt")
+    assert third.wait(400) == 0, third.output()[-3000:]
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert sorted(trials["config/seed"]) == [0, 1, 2]
+    assert set(trials["status"]) == {"TERMINATED"} and (trials["epochs_run"] == 2).all()
+    _assert_epochs_continuous(epochs, trials)
+    for trial_id, rows in finished_rows.items():  # finished before the interruption: never re-run
+        (trial_dir,) = run_dir.glob(f"*_{trial_id}_*")
+        assert len(_result_rows(trial_dir)) == rows
+
+
+WRITER = """
+import sys
+from pathlib import Path
+import numpy as np, pandas as pd
+from tune_mnist.results import write_parquet
+path = Path(sys.argv[1])
+frames = [pd.DataFrame({"version": np.full(200_000, v), "x": np.arange(200_000) * v}) for v in (1, 2)]
+write_parquet(path, frames[0])
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    write_parquet(path, frames[i % 2])
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_complete_file(tmp_path):
+    """Case 6: SIGKILL the results writer at random moments; the file is always one whole version."""
+    import random
+
+    target = tmp_path / "trials.parquet"
+    rng = random.Random(0)
+    for _ in range(8):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.6))
+        finally:
+            writer.kill()
+            writer.wait(timeout=30)
+        frame = pd.read_parquet(target)
+        assert len(frame) == 200_000 and frame["version"].nunique() == 1
+        assert (frame["x"] == frame.index * frame["version"]).all()
