@@ -68,14 +68,16 @@ def test_best_models_are_exported_and_load(small_run, arm):
     assert probs.shape == (2, 10)
 
 
-def test_without_checkpoints_the_cli_says_there_is_no_test_evaluation(small_run, tmp_path, capsys):
+def test_without_checkpoints_the_cli_says_what_is_missing(small_run, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / "interrupted"
-    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "best_*.keras"))
-    assert main([str(copy)]) == 0
+    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "*.png", "best_*.keras"))
+    assert main([str(copy), "--plot"]) == 0
     out = capsys.readouterr().out
     assert "no test evaluation" in out and "no checkpoint" in out
+    assert "skipped reliability.png: no test evaluation" in out
+    assert (copy / "learning_curves.png").is_file() and not (copy / "confusion.png").exists()
     with pytest.warns(UserWarning, match="no test evaluation"):
         assert load(copy).test_eval is None
 
