@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,7 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["plot_learning_curves", "plot_forest", "plot_reliability", "plot_confusion", "plot_misclassified"]
+if TYPE_CHECKING:
+    from tune_mnist.evaluation import Evaluation
+    from tune_mnist.results import Tables
+
+__all__ = [
+    "plot_learning_curves", "plot_forest", "plot_reliability", "plot_confusion", "plot_misclassified", "write_figures",
+]
 
 ARM_COLORS = {False: "tab:blue", True: "tab:orange"}
 ARM_NAMES = {False: "plain", True: "MixUp"}
@@ -208,3 +215,69 @@ def plot_misclassified(
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         ax.set_title(f"true {name(int(label))}\npred {name(int(guess))}", fontsize=8)
     return _save(figure, path)
+
+
+FIGURE_FILES = {
+    "learning_curves": "learning_curves.png",
+    "forest": "forest.png",
+    "reliability": "reliability.png",
+    "confusion": "confusion.png",
+    "misclassified": "misclassified.png",
+}
+
+
+def write_figures(run_dir: str | PathLike[str], tables: Tables, evaluation: Evaluation | None, *, metric: str = "val_acc") -> list[str]:
+    """Write the five figures of a run into ``run_dir``; one line per figure: its path, or why not.
+
+    The test figures (reliability, confusion, misclassified) need the test evaluation. Confusion
+    and misclassified images show the arm whose model had the higher ``best_val_acc``, so the
+    test set chooses nothing, not even what is shown.
+    """
+    from tune_mnist.comparison import POOLED
+
+    run_dir = Path(run_dir)
+    files = {name: run_dir / file for name, file in FIGURE_FILES.items()}
+    lines = []
+    if tables.epochs.empty:
+        lines.append(f"skipped {files['learning_curves'].name}: no trial reported an epoch")
+    else:
+        lines.append(str(plot_learning_curves(tables.epochs, tables.trials, files["learning_curves"], metric=metric)))
+    compared = tables.comparison[tables.comparison["architecture"] != POOLED]
+    if not compared["n_pairs"].sum():
+        lines.append(f"skipped {files['forest'].name}: no MixUp/plain pair finished")
+    else:
+        lines.append(str(plot_forest(tables.comparison, files["forest"], metric=metric)))
+    if evaluation is None:
+        reason = "no test evaluation (no finished trial with a checkpoint)"
+        return lines + [f"skipped {files[name].name}: {reason}" for name in ("reliability", "confusion", "misclassified")]
+    return lines + _test_figures(run_dir, evaluation, files)
+
+
+def _test_figures(run_dir: Path, evaluation: Evaluation, files: Mapping[str, Path]) -> list[str]:
+    """Reliability diagrams of both arms; confusion matrix and misclassified images of the better one."""
+    from tune_mnist.calibration import reliability_table
+    from tune_mnist.evaluation import load_test_arrays
+
+    predictions = evaluation.predictions
+    prob_columns = [c for c in predictions.columns if c.startswith("prob_")]
+    reliability = {
+        f"{arm} ({row.architecture}, test)": reliability_table(
+            predictions.loc[predictions["arm"] == arm, prob_columns].to_numpy(),
+            predictions.loc[predictions["arm"] == arm, "true"].to_numpy(),
+        )
+        for arm, row in evaluation.test_eval.set_index("arm").iterrows()
+    }
+    lines = [str(plot_reliability(reliability, files["reliability"]))]
+    shown = evaluation.test_eval.sort_values(["best_val_acc", "arm"], ascending=[False, True]).iloc[0]
+    arm = shown["arm"]
+    arrays, _, class_names = load_test_arrays(run_dir)
+    title = f"test set, best model by val_acc: {arm}, {shown['architecture']}"
+    confusion = evaluation.confusion[evaluation.confusion["arm"] == arm]
+    lines.append(str(plot_confusion(confusion, files["confusion"], class_names=class_names, title=title)))
+    wrong = predictions[(predictions["arm"] == arm) & (predictions["true"] != predictions["predicted"])]
+    if wrong.empty:
+        lines.append(f"skipped {files['misclassified'].name}: the {arm} model classified every test image correctly")
+    else:
+        images = arrays.x_test[wrong["test_index"].to_numpy()]
+        lines.append(str(plot_misclassified(images, wrong["true"].tolist(), wrong["predicted"].tolist(), files["misclassified"], class_names)))
+    return lines

@@ -1,9 +1,10 @@
 """Results: turn an experiment directory into Parquet tables a notebook can read.
 
     from tune_mnist.results import load
-    r = load("tune_results/<run>")      # r.trials, r.epochs
+    r = load("tune_results/<run>")      # r.trials, r.epochs, r.comparison, r.test_eval
 
-`python -m tune_mnist.results RUN_DIR` prints the summary of a run, finished or interrupted.
+`python -m tune_mnist.results RUN_DIR [--plot]` prints the summary of a run, finished or
+interrupted, with its test evaluation, and with --plot writes the figures next to the tables.
 Every file is written atomically (temporary file, then rename): a kill leaves the old file or the
 new one, never half of one.
 """
@@ -17,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tune_mnist import evaluation as test_evaluation
 from tune_mnist.comparison import format_comparison, paired_comparison
 from tune_mnist.space import KEYS, architecture_label
 from tune_mnist.trainable import METRICS
@@ -32,13 +35,19 @@ from tune_mnist.trainable import METRICS
 TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE = "trials.parquet", "epochs.parquet", "comparison.parquet"
 SUMMARY_METRICS = [m for m in METRICS if m.startswith(("train_", "val_"))]
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
+PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the comparison table carries
 
 
 @dataclass
 class Tables:
+    """The tables of a run. The test tables are None until the test evaluation was made."""
+
     trials: pd.DataFrame
     epochs: pd.DataFrame
     comparison: pd.DataFrame
+    test_eval: pd.DataFrame | None = None
+    confusion: pd.DataFrame | None = None
+    test_predictions: pd.DataFrame | None = None
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -204,14 +213,31 @@ def save(run_dir: str | Path, tables: Tables) -> None:
 
 
 def load(run_dir: str | Path) -> Tables:
-    """The tables of a run: read from its Parquet files, or rebuilt if the run was interrupted."""
+    """The tables of a run: read from its Parquet files, or rebuilt if the run was interrupted.
+
+    ``test_eval``, ``confusion`` and ``test_predictions`` are None (with a warning saying how to
+    make them) when the run has no test evaluation yet.
+    """
     run_dir = Path(run_dir)
     files = [run_dir / f for f in (TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE)]
     if all(f.is_file() for f in files):
-        return Tables(*(pd.read_parquet(f) for f in files))
-    if not _trial_dirs(run_dir):
+        tables = Tables(*(pd.read_parquet(f) for f in files))
+    elif not _trial_dirs(run_dir):
         raise FileNotFoundError(f"{run_dir}: no trials found (is this a tune_mnist run directory?)")
-    return collect(run_dir)
+    else:
+        tables = collect(run_dir)
+    evaluation = test_evaluation.load_evaluation(run_dir)
+    if evaluation is None:
+        warnings.warn(
+            f"{run_dir}: no test evaluation yet (r.test_eval is None); make it with "
+            f"`python -m tune_mnist.results {run_dir}` (needs a finished trial with a checkpoint)",
+            stacklevel=2,
+        )
+        return tables
+    tables.test_eval, tables.confusion, tables.test_predictions = (
+        evaluation.test_eval, evaluation.confusion, evaluation.predictions,
+    )
+    return tables
 
 
 def arm_table(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
@@ -250,9 +276,27 @@ def summary(tables: Tables) -> str:
     return "\n".join(lines)
 
 
+def current_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluation | None:
+    """The saved test evaluation if it scored today's best trials, else a new one (made once)."""
+    saved = test_evaluation.load_evaluation(run_dir)
+    if saved is not None and test_evaluation.is_current(saved, tables.trials):
+        return saved
+    return test_evaluation.run_evaluation(run_dir, tables.trials, tables.epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune_mnist.results", description="Summarize a tune_mnist run and (re)write its Parquet files.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_mnist.results",
+        description=(
+            "Summarize a tune_mnist run (finished or interrupted): rewrite its Parquet files, print "
+            "the MixUp vs plain comparison and the test evaluation of the best model of each arm."
+        ),
+    )
     parser.add_argument("run_dir", help="a run folder: STORAGE_PATH/NAME")
+    parser.add_argument("--plot", action="store_true", help="also write PNG figures next to the Parquet files")
+    parser.add_argument(
+        "--metric", choices=PLOT_METRICS, default="val_acc", help="metric of the learning curves and forest plot"
+    )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not _trial_dirs(run_dir):
@@ -260,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tables = collect(run_dir)
     save(run_dir, tables)
+    evaluation = current_evaluation(run_dir, tables)
     print(summary(tables))
+    print()
+    print(test_evaluation.format_evaluation(evaluation))
+    if args.plot:
+        from tune_mnist.plots import write_figures
+
+        print()
+        for line in write_figures(run_dir, tables, evaluation, metric=args.metric):
+            print(line)
     return 0
 
 

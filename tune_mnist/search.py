@@ -14,6 +14,7 @@ from typing import Any
 
 from tune_mnist import data as datasets
 from tune_mnist import results
+from tune_mnist.evaluation import format_evaluation, run_evaluation
 from tune_mnist.space import Space, load_space
 
 MANIFEST = "run_manifest.json"
@@ -162,9 +163,11 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     _tune(args, space, search_data, storage, name)
     tables = results.collect(run_dir)
     results.save(run_dir, tables)
+    test_evaluation = run_evaluation(run_dir, tables.trials, tables.epochs)
     manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.write_json(run_dir / MANIFEST, manifest)
     print(results.summary(tables), flush=True)
+    print("\n" + format_evaluation(test_evaluation), flush=True)
     print(f"\nResults: {run_dir}", flush=True)
     unfinished = tables.trials["status"].isin(UNFINISHED).sum()
     if unfinished:
@@ -214,7 +217,10 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # The best epoch by val_acc for the test evaluation; Tune also keeps the latest for resume.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
+            ),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=1,  # the status table only: per-epoch result dumps drown the progress
         ),

@@ -1,0 +1,89 @@
+"""Test-set evaluation of a real run: the best model of each arm, scored once on the test set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tune_mnist.data import SAMPLE_TEST_SIZE
+from tune_mnist.evaluation import EvaluationUnavailable, best_checkpoint, best_trials
+from tune_mnist.results import load, main
+
+
+def test_both_arms_are_evaluated_with_metrics_in_0_1(small_run):
+    test_eval = load(small_run).test_eval
+    assert sorted(test_eval["arm"]) == ["mixup", "plain"]
+    metrics = ["test_acc", "test_mixed_acc", "test_ece", *(f"recall_{c}" for c in range(10))]
+    values = test_eval[metrics].to_numpy(dtype=float)
+    assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_the_evaluated_models_are_the_best_by_validation_at_their_best_epoch(small_run):
+    r = load(small_run)
+    chosen = best_trials(r.trials)
+    for _, row in r.test_eval.iterrows():
+        trial = chosen[row["arm"]]
+        assert row["trial_id"] == trial["trial_id"]
+        assert row["best_val_acc"] == trial["best_val_acc"]
+        # Tune keeps the best checkpoint by val_acc, so the evaluated epoch is the best one.
+        assert row["checkpoint_epoch"] == trial["best_epoch"]
+
+
+def test_confusion_counts_sum_to_the_test_set_per_arm(small_run):
+    confusion = load(small_run).confusion
+    assert confusion.groupby("arm")["count"].sum().to_dict() == {"mixup": SAMPLE_TEST_SIZE, "plain": SAMPLE_TEST_SIZE}
+    assert set(confusion["true"]) == set(range(10)) and set(confusion["predicted"]) == set(range(10))
+
+
+def test_confusion_diagonal_matches_test_acc(small_run):
+    r = load(small_run)
+    for _, row in r.test_eval.iterrows():
+        cells = r.confusion[r.confusion["arm"] == row["arm"]]
+        correct = cells.loc[cells["true"] == cells["predicted"], "count"].sum()
+        assert correct / SAMPLE_TEST_SIZE == pytest.approx(row["test_acc"])
+
+
+def test_the_kept_checkpoint_with_the_best_val_acc_is_chosen_not_the_latest(tmp_path):
+    # What Tune leaves with num_to_keep=1 scored by val_acc: the best epoch (1) and the latest (3).
+    for name, epoch in (("checkpoint_000000", 1), ("checkpoint_000002", 3)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.keras").write_bytes(b"")
+        (tmp_path / name / "state.json").write_text(f'{{"epoch": {epoch}}}')
+    directory, epoch = best_checkpoint(tmp_path, {1: 0.9, 2: 0.95, 3: 0.4})
+    assert (directory.name, epoch) == ("checkpoint_000000", 1)
+    # Ties go to the earliest epoch, as best_epoch in trials.parquet does.
+    assert best_checkpoint(tmp_path, {1: 0.9, 3: 0.9})[1] == 1
+
+
+def test_a_trial_without_checkpoint_says_so(tmp_path):
+    with pytest.raises(EvaluationUnavailable, match="no checkpoint"):
+        best_checkpoint(tmp_path, {1: 0.9})
+
+
+@pytest.mark.parametrize("arm", ["plain", "mixup"])
+def test_best_models_are_exported_and_load(small_run, arm):
+    import keras
+
+    model = keras.models.load_model(small_run / f"best_{arm}.keras", safe_mode=True)
+    probs = model.predict(np.zeros((2, 28, 28, 1), dtype=np.float32), verbose=0)
+    assert probs.shape == (2, 10)
+
+
+def test_without_checkpoints_the_cli_says_what_is_missing(small_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "interrupted"
+    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "*.png", "best_*.keras"))
+    assert main([str(copy), "--plot"]) == 0
+    out = capsys.readouterr().out
+    assert "no test evaluation" in out and "no checkpoint" in out
+    assert "skipped reliability.png: no test evaluation" in out
+    assert (copy / "learning_curves.png").is_file() and not (copy / "confusion.png").exists()
+    with pytest.warns(UserWarning, match="no test evaluation"):
+        assert load(copy).test_eval is None
+
+
+def test_test_eval_keeps_one_row_per_arm_with_typed_columns(small_run):
+    test_eval = pd.read_parquet(small_run / "test_eval.parquet")
+    assert len(test_eval) == 2
+    assert test_eval["checkpoint_epoch"].dtype == np.int64
+    assert test_eval["test_acc"].dtype == np.float64
