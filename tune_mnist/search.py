@@ -189,7 +189,10 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
     from tune_mnist.trainable import TrialSettings, train_trial
 
     _init_ray(args.address)
-    settings = TrialSettings(max_epochs=args.max_epochs, patience=args.patience, cpus_per_trial=args.cpus_per_trial)
+    settings = TrialSettings(
+        max_epochs=args.max_epochs, patience=args.patience,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+    )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},

@@ -21,6 +21,7 @@ import numpy as np
 
 from tune_mnist.calibration import expected_calibration_error
 from tune_mnist.data import SearchData, apply_mix
+from tune_mnist.resources import ResourcePlan, configure_tensorflow_gpus, configure_tensorflow_threads
 
 METRICS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc",
@@ -55,6 +56,7 @@ class TrialSettings:
     max_epochs: int
     patience: int | None = None
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
 
 
 def set_threads(cpus: float) -> None:
@@ -63,12 +65,8 @@ def set_threads(cpus: float) -> None:
     Without this each trial starts one thread per core of the machine and concurrent trials fight
     over the cores. Must run before TensorFlow executes its first op in this process.
     """
-    import tensorflow as tf
-
-    threads = max(1, int(cpus))
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        configure_tensorflow_threads(ResourcePlan(cpus_per_trial=cpus))
     except RuntimeError:
         pass  # this worker already ran TensorFlow (a reused actor): keep its thread pools
 
@@ -120,6 +118,7 @@ def load_checkpoint(directory: str | Path) -> tuple[Any, dict[str, Any]]:
 def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     """Train one configuration, reporting metrics and a checkpoint after every epoch."""
     set_threads(settings.cpus_per_trial)
+    configure_tensorflow_gpus(ResourcePlan(settings.cpus_per_trial, settings.gpus_per_trial))
     import keras
 
     # A reused worker must not keep the previous trial's graphs and models alive.
