@@ -85,7 +85,12 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(log_to_driver=False, include_dashboard=False)
+        # A local instance is ours alone, so its workers may import TensorFlow up front (see
+        # import_tensorflow). On a shared cluster the job's runtime environment is left as given.
+        ray.init(
+            log_to_driver=False, include_dashboard=False,
+            runtime_env={"worker_process_setup_hook": "tune_mnist.trainable.import_tensorflow"},
+        )
 
 
 def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
@@ -216,6 +221,9 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
             search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
             num_samples=args.num_samples,
             max_concurrent_trials=args.max_concurrent,
+            # A finished trial's worker process (TensorFlow already imported, the data already
+            # mapped) trains the next trial: saves seconds per trial. train_trial clears Keras' state.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,
