@@ -31,7 +31,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_SH = REPO / "cluster" / "local.sh"
-SPACE = "num_conv: {grid: [0, 1, 2]}\nnum_dense: 0\nbatch_size: 50\nseed: 0\n"  # x 2 MixUp arms = 6 trials
+SPACE = "num_conv: {grid: [0, 1, 2]}\nmixup: {grid: [false, true]}\nnum_dense: 0\nbatch_size: 50\nseed: 0\n"  # 6 trials
 
 
 def free_port() -> int:
@@ -171,7 +171,7 @@ def main() -> int:
             r["epochs_after_on_other_nodes"] == args.max_epochs - r["last_epoch_on_lost_node"] for r in resumed.values())
         figures["lost_trials"] = resumed
         after_kill = reported(run_dir)
-        figures["nodes_used_after_kill"] = int(after_kill["node_id"].nunique())
+        figures["nodes_used"] = int(after_kill["node_id"].nunique())
         figures["dead_node_epochs_after_kill"] = int(
             (after_kill["node_id"] == victim).sum() - (before["node_id"] == victim).sum())
         checks["no epoch reported by the lost node after the kill"] = figures["dead_node_epochs_after_kill"] == 0

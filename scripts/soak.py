@@ -92,7 +92,9 @@ def main() -> int:
     frame = pd.DataFrame(samples)
     mark = max(1, args.trials // 10)
     at_mark = frame[frame["trials_done"] >= mark]
-    at_end = frame[frame["trials_done"] >= args.trials - args.max_concurrent]
+    # The search's last stretch; after it the driver imports TensorFlow to score the test set, a
+    # different phase, not growth.
+    at_end = frame[(frame["trials_done"] >= args.trials - mark) & (frame["trials_done"] < args.trials)]
     trials = pd.read_parquet(run_dir / "trials.parquet") if (run_dir / "trials.parquet").is_file() else pd.DataFrame()
     print(f"search exit status {driver.returncode}, {len(trials)} of {args.trials} trials in trials.parquet, "
           f"{frame['seconds'].iloc[-1]:.0f} s; log {storage / 'soak.log'}; samples {args.out}")
