@@ -148,12 +148,10 @@ def interleaved(timers: dict[str, EpochTimer], rounds: int) -> dict[str, float]:
 
 
 def epoch_images(cfg: dict[str, Any], x, y, seconds: float) -> int:
-    """How many images one epoch of `cfg` needs to last about `seconds` (from two short epochs)."""
+    """How many images one epoch of `cfg` needs to last about `seconds` (from one short epoch)."""
     bs = cfg["batch_size"]
     small = min(len(x), 4 * bs)
-    timer = service_timer(cfg, x[:small], y[:small], mixup=False)
-    timer()  # traces the step function
-    rate = timer()
+    rate = service_timer(cfg, x[:small], y[:small], mixup=False)()  # service_timer traced already
     return min(len(x), max(small, int(rate * seconds) // bs * bs))
 
 

@@ -6,7 +6,6 @@ stop it, a failed trial can be retried from its last epoch and `--resume` can co
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -140,7 +139,6 @@ def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSetting
         _train(config, data, settings)
     finally:
         keras.backend.clear_session()
-        gc.collect()  # the previous trial's model, datasets and traced functions form reference cycles
 
 
 def _train(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
