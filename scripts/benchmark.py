@@ -1,7 +1,7 @@
 """Performance benchmark of tune_mnist on this machine: one run, ratios measured side by side.
 
     python scripts/benchmark.py --quick --json out.json     # < 5 minutes
-    python scripts/benchmark.py --json full.json            # < 30 minutes, adds the ASHA comparison
+    python scripts/benchmark.py --json full.json            # longer windows, adds the ASHA comparison
 
 Measures the float32 matmul peak, training FLOPs per image, the service's pipeline (plain and
 MixUp) against two baselines (plain `model.fit` on NumPy arrays, the original study's NumPy MixUp
@@ -213,6 +213,27 @@ def original_loader_timer(cfg: dict[str, Any], x, y) -> EpochTimer:
     loader = original_mixup_loader(x, y, batch_size=bs, alpha=cfg["mixup_alpha"])
     model.fit(loader, epochs=1, steps_per_epoch=2, verbose=0)
     return _timed(lambda: model.fit(loader, epochs=1, verbose=0), len(loader) * bs)
+
+
+def input_only(cfg: dict[str, Any], x, y) -> dict[str, float]:
+    """Images/s of the MixUp input paths alone, no model: one epoch of batches, best of 3."""
+    from tune_mnist.pipeline import training_dataset
+
+    service = training_dataset(x, y, batch_size=cfg["batch_size"], seed=0, mixup=True, mixup_alpha=cfg["mixup_alpha"])
+    loader = original_mixup_loader(x, y, batch_size=cfg["batch_size"], alpha=cfg["mixup_alpha"])
+
+    def drain_service() -> None:
+        for _ in service:
+            pass
+
+    def drain_loader() -> None:
+        for index in range(len(loader)):
+            loader[index]
+
+    found = {"service_mixup": max(_timed(drain_service, len(x))() for _ in range(3)),
+             "original_mixup_loader": max(_timed(drain_loader, len(loader) * cfg["batch_size"])() for _ in range(3))}
+    found["service_vs_original_loader"] = found["service_mixup"] / found["original_mixup_loader"]
+    return found
 
 
 def original_mixup_loader(x, y, *, batch_size: int, alpha: float, seed: int = 0):
@@ -448,6 +469,7 @@ def run_sections(quick: bool, sections: list[str], scratch: Path,
                     "original_mixup_loader": best["loader"], "service_plain": best["plain"],
                     "service_mixup": best["mixup"], "plain_vs_tutorial": best["plain"] / best["tutorial"],
                     "mixup_vs_original_loader": best["mixup"] / best["loader"],
+                    "input_only": input_only(cfg, x, y),
                 }
         if "pipeline" in sections:
             out["pipeline"] = {"batch_size": 50, "threads": "all cores", "rounds": rounds, "images_per_second": rows}
@@ -641,7 +663,9 @@ def table(r: dict[str, Any]) -> str:
                   f"  tutorials' model.fit on NumPy, batch 50 {b['tutorial_numpy_fit']:8.0f}",
                   f"  original MixUp loader (PyDataset)       {b['original_mixup_loader']:8.0f}",
                   f"  service plain                           {b['service_plain']:8.0f}  ({b['plain_vs_tutorial']:.2f}x tutorials)",
-                  f"  service MixUp                           {b['service_mixup']:8.0f}  ({b['mixup_vs_original_loader']:.2f}x original loader)"]
+                  f"  service MixUp                           {b['service_mixup']:8.0f}  ({b['mixup_vs_original_loader']:.2f}x original loader)",
+                  f"  input path alone, no model: service MixUp {b['input_only']['service_mixup']:.0f}, original loader "
+                  f"{b['input_only']['original_mixup_loader']:.0f} ({b['input_only']['service_vs_original_loader']:.1f}x)"]
     if "levers" in r:
         lines += ["", "levers, num_conv=2 plain (img/s):"]
         lines += [f"  {k:48} {v:8.0f}" for k, v in r["levers"]["images_per_second"].items()]

@@ -153,7 +153,9 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
 
 def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
     """Case 2: Ctrl-C, then a --resume whose driver is SIGKILLed mid-trial, then a --resume that finishes."""
-    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    # Six trials: a tiny trial takes about a second, and Tune's state shows the first one finished
+    # only seconds later; with fewer, all of them could finish before the Ctrl-C lands.
+    (tmp_path / "space.yaml").write_text(TINY_SPACE.replace("[0, 1, 2]", "[0, 1, 2, 3, 4, 5]"))
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "r"
     resume = ["--resume", "--storage-path", str(storage), "--name", "r"]
 
@@ -191,8 +193,8 @@ def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(
     assert third.wait(400) == 0, third.output()[-3000:]
     trials = pd.read_parquet(run_dir / "trials.parquet")
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
-    assert len(trials) == 3 and trials["trial_id"].is_unique
-    assert sorted(trials["config/seed"]) == [0, 1, 2]
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert sorted(trials["config/seed"]) == [0, 1, 2, 3, 4, 5]
     assert set(trials["status"]) == {"TERMINATED"} and (trials["epochs_run"] == 2).all()
     _assert_epochs_continuous(epochs, trials)
     for trial_id, rows in finished_rows.items():  # finished before the interruption: never re-run
