@@ -496,11 +496,13 @@ def run_sections(quick: bool, sections: list[str], scratch: Path,
                 timers[f"batch={batch} steps_per_execution={spe}"] = service_timer(
                     {**cfg, "batch_size": batch}, x[:n], y[:n], mixup=False, compiled=model)
         # The autotuner's stall hits the end of an epoch once its optimization period has grown
-        # (seconds into a search): time several consecutive epochs, as a trial runs them.
+        # (seconds into a search): time 4 consecutive short epochs, as a trial runs them.
         log("lever tf.data autotune off (the service) vs on (before), 4 consecutive epochs")
-        timers["tf.data autotune off: 4 consecutive epochs"] = service_timer(cfg, x[:n], y[:n], mixup=False, epochs=4)
+        quarter = max(cfg["batch_size"], n // 4)
+        timers["tf.data autotune off: 4 consecutive epochs"] = service_timer(
+            cfg, x[:quarter], y[:quarter], mixup=False, epochs=4)
         timers["tf.data autotune on: 4 consecutive epochs"] = service_timer(
-            cfg, x[:n], y[:n], mixup=False, dataset=autotuned_dataset, epochs=4)
+            cfg, x[:quarter], y[:quarter], mixup=False, dataset=autotuned_dataset, epochs=4)
         if machine()["bfloat16_hardware"]:
             log("lever mixed_bfloat16")
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
