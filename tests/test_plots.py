@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_mnist.calibration import reliability_table
+from tune_mnist.metrics import reliability_table
 from tune_mnist.comparison import paired_comparison
 from tune_mnist.plots import plot_confusion, plot_forest, plot_learning_curves, plot_misclassified, plot_reliability
 

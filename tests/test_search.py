@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tune_mnist.trainable import METRICS
+from tune_mnist.metrics import METRICS
 
 SPACE = """
 num_conv: {grid: [0, 1]}

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from tune_mnist import data as datasets
-from tune_mnist.calibration import expected_calibration_error
-from tune_mnist.trainable import MODEL_FILE, STATE_FILE, argmax_accuracy, load_checkpoint
+from tune_mnist.files import write_parquet
+from tune_mnist.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint
+from tune_mnist.metrics import argmax_accuracy, expected_calibration_error
 
 __all__ = [
     "ARMS", "Evaluation", "EvaluationUnavailable", "best_trials", "evaluate_run", "format_evaluation",
@@ -213,8 +214,6 @@ def evaluate_run(run_dir: str | Path, trials: pd.DataFrame, epochs: pd.DataFrame
 
 
 def save_evaluation(run_dir: str | Path, evaluation: Evaluation) -> None:
-    from tune_mnist.results import write_parquet
-
     run_dir = Path(run_dir)
     write_parquet(run_dir / TEST_EVAL_FILE, evaluation.test_eval)
     write_parquet(run_dir / CONFUSION_FILE, evaluation.confusion)

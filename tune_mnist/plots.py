@@ -233,7 +233,7 @@ def write_figures(run_dir: str | PathLike[str], tables: Tables, evaluation: Eval
     and misclassified images show the arm whose model had the higher ``best_val_acc``, so the
     test set chooses nothing, not even what is shown.
     """
-    from tune_mnist.comparison import POOLED
+    from tune_mnist.space import POOLED
 
     run_dir = Path(run_dir)
     files = {name: run_dir / file for name, file in FIGURE_FILES.items()}
@@ -255,7 +255,7 @@ def write_figures(run_dir: str | PathLike[str], tables: Tables, evaluation: Eval
 
 def _test_figures(run_dir: Path, evaluation: Evaluation, files: Mapping[str, Path]) -> list[str]:
     """Reliability diagrams of both arms; confusion matrix and misclassified images of the better one."""
-    from tune_mnist.calibration import reliability_table
+    from tune_mnist.metrics import reliability_table
     from tune_mnist.evaluation import load_test_arrays
 
     predictions = evaluation.predictions

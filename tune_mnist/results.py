@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tune_mnist import evaluation as test_evaluation
 from tune_mnist.comparison import format_comparison, paired_comparison
 from tune_mnist.space import KEYS, architecture_label
-from tune_mnist.trainable import METRICS
+from tune_mnist.metrics import METRICS
 
 TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE = "trials.parquet", "epochs.parquet", "comparison.parquet"
 SUMMARY_METRICS = [m for m in METRICS if m.startswith(("train_", "val_"))]

@@ -196,6 +196,10 @@ def load_space(path: str | Path, *, seeds: int | None = None) -> Space:
 
 
 ARM_KEYS = ("mixup", "seed")
+# The two arms of every pair, by name and by the value of the `mixup` key.
+ARMS = {"plain": False, "mixup": True}
+# The architecture label of the rows that pool every architecture.
+POOLED = "all"
 
 
 def architecture_label(config: dict[str, Any], varying: list[str]) -> str:

@@ -6,7 +6,6 @@ stop it, a failed trial can be retried from its last epoch and `--resume` can co
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -19,16 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tune_mnist.calibration import expected_calibration_error
+from tune_mnist.checkpoint import load_checkpoint, save_checkpoint
 from tune_mnist.data import SearchData, apply_mix
+from tune_mnist.metrics import score
 from tune_mnist.resources import ResourcePlan, configure_tensorflow_gpus, configure_tensorflow_threads
 
-METRICS = (
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc",
-    "val_ece", "val_mixed_ece", "epoch_seconds", "images_per_second",
-)
-MODEL_FILE = "model.keras"
-STATE_FILE = "state.json"
 # Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes every attempt of the trials whose
 # config has KEY == VALUE raise; "nan:KEY=VALUE" gives their model NaN weights, so training really
 # produces a NaN loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
@@ -83,28 +77,6 @@ def import_tensorflow() -> None:
     import tune_mnist.pipeline  # noqa: F401
 
 
-def cross_entropy(probs: np.ndarray, soft_labels: np.ndarray) -> float:
-    """Mean cross-entropy of predictions against (one-hot or MixUp soft) label rows."""
-    return float(-np.mean(np.sum(soft_labels * np.log(np.clip(probs, 1e-7, 1.0)), axis=1)))
-
-
-def argmax_accuracy(probs: np.ndarray, soft_labels: np.ndarray) -> float:
-    """Share of predictions equal to the label with the largest weight.
-
-    For a MixUp soft label this is the class with the larger mixing weight.
-    """
-    return float(np.mean(np.argmax(probs, axis=1) == np.argmax(soft_labels, axis=1)))
-
-
-def evaluate(model: Any, images: np.ndarray, soft_labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
-    probs = model.predict(images, batch_size=batch_size, verbose=0)
-    return {
-        "loss": cross_entropy(probs, soft_labels),
-        "acc": argmax_accuracy(probs, soft_labels),
-        "ece": expected_calibration_error(probs, soft_labels),
-    }
-
-
 def _report(metrics: dict[str, Any], model: Any, state: dict[str, Any], *, checkpoint: bool) -> None:
     """Report one epoch; tune.report copies the checkpoint to storage before it returns."""
     from ray import tune
@@ -113,18 +85,8 @@ def _report(metrics: dict[str, Any], model: Any, state: dict[str, Any], *, check
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
-        model.save(Path(directory) / MODEL_FILE)
-        (Path(directory) / STATE_FILE).write_text(json.dumps(state))
+        save_checkpoint(Path(directory), model, state)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def load_checkpoint(directory: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The model (safe mode: no code in the file is executed) and state of a checkpoint."""
-    import keras
-
-    directory = Path(directory)
-    model = keras.models.load_model(directory / MODEL_FILE, safe_mode=True)
-    return model, json.loads((directory / STATE_FILE).read_text())
 
 
 def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
@@ -178,8 +140,8 @@ def _train(config: dict[str, Any], data: SearchData, settings: TrialSettings) ->
         started = time.perf_counter()
         history = model.fit(train, epochs=epoch, initial_epoch=epoch - 1, verbose=0).history
         seconds = time.perf_counter() - started
-        clean = evaluate(model, val_images, val_labels)
-        mixed = evaluate(model, mixed_images, mixed_labels)
+        clean = score(model.predict(val_images, batch_size=500, verbose=0), val_labels)
+        mixed = score(model.predict(mixed_images, batch_size=500, verbose=0), mixed_labels)
         train_loss = float(history["loss"][-1])
         diverged = not math.isfinite(train_loss)
         if clean["acc"] > state["best_val_acc"]:

@@ -1,10 +1,10 @@
-"""Expected calibration error and reliability tables on predictions whose answer is known."""
+"""Metric functions (loss, accuracy, calibration) on predictions whose answer is known."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tune_mnist.calibration import expected_calibration_error, reliability_table
+from tune_mnist.metrics import expected_calibration_error, reliability_table
 
 
 def test_perfectly_calibrated_predictions_have_zero_error():
@@ -28,14 +28,19 @@ def test_hand_computed_two_bin_case():
     assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.4)
 
 
-def test_soft_and_one_hot_labels_use_their_argmax():
+def test_one_hot_labels_give_the_same_error_as_class_ids():
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
     int_labels = np.array([0, 1, 1, 1])
-    one_hot = np.eye(2)[int_labels]
-    soft = np.array([[0.7, 0.3], [0.2, 0.8], [0.4, 0.6], [0.0, 1.0]])
     expected = expected_calibration_error(probs, int_labels)
-    assert expected_calibration_error(probs, one_hot) == pytest.approx(expected)
-    assert expected_calibration_error(probs, soft) == pytest.approx(expected)
+    assert expected_calibration_error(probs, np.eye(2)[int_labels]) == pytest.approx(expected)
+
+
+def test_predicting_the_soft_label_itself_is_calibrated():
+    # A mixed image 70/30: predicting exactly 0.7/0.3 is right 70% of the time under the soft label.
+    soft = np.array([[0.7, 0.3], [0.3, 0.7], [0.9, 0.1]])
+    assert expected_calibration_error(soft, soft) == pytest.approx(0.0, abs=1e-12)
+    # Read by argmax alone, the same predictions would look 10-30 points under-confident.
+    assert expected_calibration_error(soft, soft.argmax(axis=1)) > 0.1
 
 
 def test_confidence_on_a_bin_edge_goes_to_the_lower_bin_and_one_to_the_last():

@@ -1,0 +1,93 @@
+"""Where a run's files live and how they are written: names, atomic writes, Parquet and JSON.
+
+Every file of a run is written through `atomic_write`: to a temporary name in the same folder,
+flushed to disk, then renamed over the final name, so a kill leaves the old file or the new one,
+never half of one.
+
+>>> import tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> write_json(run / MANIFEST_FILE, {"args": {"seed": 0}})
+>>> read_manifest(run)["args"]
+{'seed': 0}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TRIALS_FILE = "trials.parquet"
+EPOCHS_FILE = "epochs.parquet"
+VAL_PREDICTIONS_FILE = "val_predictions.parquet"
+COMPARISON_FILE = "comparison.parquet"
+TEST_EVAL_FILE = "test_eval.parquet"
+CONFUSION_FILE = "confusion.parquet"
+TEST_PREDICTIONS_FILE = "test_predictions.parquet"
+MANIFEST_FILE = "run_manifest.json"
+
+
+class ManifestError(Exception):
+    """A run's manifest is missing or unreadable; the message names the file."""
+
+
+def best_model_file(arm: str) -> str:
+    """The exported best model of an arm, e.g. ``best_mixup.keras``."""
+    return f"best_{arm}.keras"
+
+
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(temporary_path)``, then move the finished file to ``path`` in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2, default=str)))
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def copy_file(source: Path, destination: Path) -> None:
+    atomic_write(destination, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run_manifest.json`` as a dict; ManifestError when missing or unreadable."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("args"), dict):
+        raise ManifestError(f"{path} is unreadable (no 'args' mapping)")
+    return manifest
