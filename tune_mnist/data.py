@@ -22,6 +22,7 @@ import numpy as np
 DATASETS = ("mnist_sample", "mnist", "fashion_mnist")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
+PIXEL_MAX = 255.0  # uint8 images are scaled to [0, 1] by this
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 KERAS_CACHE = Path("~/.keras/datasets").expanduser()
 IDX_FILES = {
@@ -100,13 +101,23 @@ def mix_plan(n: int, *, alpha: float, seed: int) -> MixPlan:
     )
 
 
+def scale_images(x: np.ndarray) -> np.ndarray:
+    """uint8 images (n, 28, 28) as float32 in [0, 1] with a channel axis: (n, 28, 28, 1)."""
+    return (x.astype(np.float32) / PIXEL_MAX)[..., None]
+
+
+def one_hot(y: np.ndarray) -> np.ndarray:
+    """Integer labels as float32 one-hot rows."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[y]
+
+
 def apply_mix(x: np.ndarray, y: np.ndarray, plan: MixPlan) -> tuple[np.ndarray, np.ndarray]:
-    """The mixed images (float32 in [0, 1]) and soft labels (rows sum to 1) of a MixPlan."""
+    """The mixed images (float32 in [0, 1], (n, 28, 28, 1)) and soft labels of a MixPlan."""
     w = plan.weight
-    images = x.astype(np.float32) / 255.0
-    mixed = w[:, None, None] * images + (1 - w[:, None, None]) * images[plan.partner]
-    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
-    soft = w[:, None] * onehot + (1 - w[:, None]) * onehot[plan.partner]
+    images = scale_images(x)
+    mixed = w[:, None, None, None] * images + (1 - w[:, None, None, None]) * images[plan.partner]
+    labels = one_hot(y)
+    soft = w[:, None] * labels + (1 - w[:, None]) * labels[plan.partner]
     return mixed, soft
 
 

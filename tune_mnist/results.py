@@ -3,10 +3,11 @@
     from tune_mnist.results import load
     r = load("tune_results/<run>")      # r.trials, r.epochs, r.comparison, r.test_eval
 
-`python -m tune_mnist.results RUN_DIR [--plot]` prints the summary of a run, finished or
-interrupted, with its test evaluation, and with --plot writes the figures next to the tables.
-Every file is written atomically (temporary file, then rename): a kill leaves the old file or the
-new one, never half of one.
+`finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
+and by `python -m tune_mnist.results RUN_DIR [--plot]`: collect the tables, write them, compare the
+arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set (once: a
+saved evaluation of the same models is reused) and print the summary. Every file is written
+atomically (see `tune_mnist.files`).
 """
 
 from __future__ import annotations
@@ -14,28 +15,42 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tune_mnist import evaluation as test_evaluation
-from tune_mnist.comparison import format_comparison, paired_comparison
-from tune_mnist.space import KEYS, architecture_label
-from tune_mnist.metrics import METRICS
+from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
+from tune_mnist.comparison import compare, format_comparison
+from tune_mnist.files import (
+    COMPARISON_FILE,
+    EPOCHS_FILE,
+    TRIALS_FILE,
+    VAL_PREDICTIONS_FILE,
+    write_parquet,
+)
+from tune_mnist.metrics import METRICS, MODEL_METRICS
+from tune_mnist.space import ARMS, KEYS, architecture_label
 
-TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE = "trials.parquet", "epochs.parquet", "comparison.parquet"
-SUMMARY_METRICS = [m for m in METRICS if m.startswith(("train_", "val_"))]
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
-PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the comparison table carries
+PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
+PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the learning curves and forest can show
+TABLE_FILES = {
+    "trials": TRIALS_FILE,
+    "epochs": EPOCHS_FILE,
+    "val_predictions": VAL_PREDICTIONS_FILE,
+    "comparison": COMPARISON_FILE,
+}
+
+
+class ExperimentError(Exception):
+    """Tune's files of a run cannot be read; the message names the file and what is wrong."""
 
 
 @dataclass
@@ -44,53 +59,38 @@ class Tables:
 
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    val_predictions: pd.DataFrame
     comparison: pd.DataFrame
     test_eval: pd.DataFrame | None = None
     confusion: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@dataclass
+class PairRecord:
+    """What Tune left of one pair trial: its configuration, reports, status and predictions."""
+
+    pair_id: str
+    trial_dir: Path
+    config: dict[str, Any]
+    reports: list[tuple[int, dict[str, Any]]]  # (epoch, report), in epoch order
+    status: str
+    error: str | None
+    predictions: dict[str, np.ndarray]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(document, indent=2, default=str))
-
-    _atomic_write(path, write)
-
-
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def _read_rows(result_file: Path) -> list[dict[str, Any]]:
+def _read_reports(result_file: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a trial's result.json; only a truncated last line (a kill) is skipped."""
+    if not result_file.is_file():
+        return []
+    lines = result_file.read_text().splitlines()
     rows = []
-    if result_file.is_file():
-        for line in result_file.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # the last line of a trial killed mid-write
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ExperimentError(f"{result_file}: line {number} is not JSON") from None
     return rows
 
 
@@ -99,23 +99,25 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
 
 
 def _dir_trial_id(trial_dir: Path) -> str:
-    """The trial id in Tune's folder name `<trainable>_<id>_<index>_<config>_<time>` (id: 'a2bb8_00001')."""
+    """The trial id in Tune's folder name `<trainable>_<id>_<index>_<config>_<time>`."""
     found = re.search(r"_([0-9a-f]{5}_\d{5})_", trial_dir.name)
     return found.group(1) if found else trial_dir.name
 
 
 def _statuses(run_dir: Path) -> dict[str, str]:
-    """Trial statuses from Tune's newest experiment state (saved during the run, so also after a kill)."""
-    # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed run;
-    # not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
+    """Trial statuses from Tune's newest experiment state (saved during the run, so after a kill)."""
+    # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed
+    # run; not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
     states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return {}
     try:
         trial_data = json.loads(states[-1].read_text())["trial_data"]
         return {t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in trial_data)}
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise ExperimentError(
+            f"{states[-1]}: Tune's experiment state is unreadable; the trial statuses are unknown"
+        ) from None
 
 
 def _error_text(trial_dir: Path) -> str | None:
@@ -126,74 +128,129 @@ def _error_text(trial_dir: Path) -> str | None:
     return lines[-1][:500] if lines else "unknown error"
 
 
-def collect(run_dir: str | Path) -> Tables:
-    """Rebuild both tables from the experiment directory (works on interrupted runs too).
+def _read_pair(trial_dir: Path, statuses: dict[str, str]) -> PairRecord:
+    reports = _read_reports(trial_dir / "result.json")
+    pair_id = reports[-1]["trial_id"] if reports else _dir_trial_id(trial_dir)
+    try:
+        predictions = load_predictions(latest_checkpoint(trial_dir)[0])
+    except CheckpointMissing:
+        predictions = {}
+    return PairRecord(
+        pair_id=pair_id,
+        trial_dir=trial_dir,
+        config=json.loads((trial_dir / "params.json").read_text()),
+        # A trial retried from a checkpoint reports its later epochs again: keep the last report.
+        reports=sorted({int(r["epoch"]): r for r in reports if "epoch" in r}.items()),
+        status=statuses.get(pair_id, "PENDING"),
+        error=_error_text(trial_dir),
+        predictions=predictions,
+    )
 
-    A trial's status is TERMINATED (finished or stopped by the scheduler), DIVERGED (NaN or
-    infinite training loss), ERROR (failed after its retries), or PENDING / RUNNING / PAUSED when
-    the run was interrupted before the trial finished.
+
+def _arm_epochs(pair: PairRecord, arm: str) -> list[dict[str, Any]]:
+    """One arm's per-epoch rows (an arm that diverged has none after that epoch)."""
+    rows = []
+    for _, report in pair.reports:
+        if arm in report:
+            shared = {c: report.get(c) for c in ("time_total_s", "node_id", "hostname")}
+            rows.append({**report[arm], **shared, "trial_id": f"{pair.pair_id}-{arm}"})
+    return rows
+
+
+def _arm_status(pair: PairRecord, epochs: list[dict[str, Any]]) -> str:
+    if pair.status != "ERROR" and epochs and epochs[-1].get("diverged"):
+        return "DIVERGED"
+    return pair.status
+
+
+def _trial_row(pair: PairRecord, arm: str, epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's row of trials.parquet: its configuration, best and last epoch, where it ran."""
+    finite = [r for r in epochs if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
+    best = max(finite, key=lambda r: r["val_acc"]) if finite else {}  # earliest on ties
+    last = epochs[-1] if epochs else {}
+    return {
+        "trial_id": f"{pair.pair_id}-{arm}",
+        "pair_id": pair.pair_id,
+        "arm": arm,
+        "status": _arm_status(pair, epochs),
+        **{f"config/{k}": pair.config.get(k) for k in KEYS},
+        "config/mixup": ARMS[arm],
+        "best_epoch": best.get("epoch"),
+        **{f"best_{m}": best.get(m) for m in MODEL_METRICS},
+        **{f"last_{m}": last.get(m) for m in MODEL_METRICS},
+        "epochs_run": len(epochs),
+        "wall_seconds": last.get("time_total_s"),
+        "node_id": last.get("node_id"),
+        "hostname": last.get("hostname"),
+        "error": pair.error,
+        "trial_dir": pair.trial_dir.name,
+    }
+
+
+def _prediction_rows(pair: PairRecord, arm: str) -> pd.DataFrame | None:
+    if arm not in pair.predictions or not len(pair.predictions[arm]):
+        return None
+    predicted = pair.predictions[arm]
+    epochs, images = predicted.shape
+    return pd.DataFrame({
+        "trial_id": f"{pair.pair_id}-{arm}",
+        "epoch": np.repeat(np.arange(1, epochs + 1, dtype=np.int16), images),
+        "image": np.tile(np.arange(images, dtype=np.int32), epochs),
+        "predicted": predicted.reshape(-1).astype(np.int8),
+        "true": np.tile(pair.predictions["true"].astype(np.int8), epochs),
+    })
+
+
+def collect(run_dir: str | Path) -> Tables:
+    """Rebuild the tables from the experiment directory (works on interrupted runs too).
+
+    One row per arm: a pair trial gives a `plain` and a `mixup` row sharing `pair_id`. An arm's
+    status is TERMINATED (finished, or stopped with its pair by ASHA or `--patience`), DIVERGED
+    (NaN or infinite training loss), ERROR (the pair failed after its retries), or PENDING /
+    RUNNING / PAUSED when the run was interrupted. Raises ExperimentError for unreadable files.
     """
     run_dir = Path(run_dir)
-    known_status = _statuses(run_dir)
-    trial_rows, epoch_rows = [], []
-    configs: list[dict[str, Any]] = []
-    for trial_dir in _trial_dirs(run_dir):
-        config = json.loads((trial_dir / "params.json").read_text())
-        rows = _read_rows(trial_dir / "result.json")
-        trial_id = rows[-1]["trial_id"] if rows else _dir_trial_id(trial_dir)
-        # A trial retried from a checkpoint reports its later epochs again: keep the last report.
-        by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
-        epochs = [by_epoch[e] for e in sorted(by_epoch)]
-        for r in epochs:
-            epoch_rows.append({c: r.get(c) for c in EPOCH_COLUMNS} | {"trial_id": trial_id})
-        error = _error_text(trial_dir)
-        last = epochs[-1] if epochs else {}
-        status = "DIVERGED" if last.get("diverged") else known_status.get(trial_id, "PENDING")
-        finite = [r for r in epochs if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
-        best = max(finite, key=lambda r: r["val_acc"]) if finite else {}
-        row: dict[str, Any] = {"trial_id": trial_id, "status": status}
-        row.update({f"config/{k}": config.get(k) for k in KEYS})
-        row["best_epoch"] = best.get("epoch")
-        row.update({f"best_{m}": best.get(m) for m in SUMMARY_METRICS})
-        row.update({f"last_{m}": last.get(m) for m in SUMMARY_METRICS})
-        row.update(
-            epochs_run=len(epochs),
-            wall_seconds=last.get("time_total_s"),
-            node_id=last.get("node_id"),
-            hostname=last.get("hostname"),
-            error=error,
-            trial_dir=trial_dir.name,
-        )
-        trial_rows.append(row)
-        configs.append(config)
-    varying = [k for k in KEYS if len({json.dumps(c.get(k)) for c in configs}) > 1]
-    for row, config in zip(trial_rows, configs):
-        row["architecture"] = architecture_label(config, varying)
-    trials = pd.DataFrame(trial_rows, columns=_trial_columns())
-    epochs = pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS)
-    trials = _typed_trials(trials)
-    return Tables(trials=trials, epochs=_typed_epochs(epochs), comparison=paired_comparison(trials))
+    statuses = _statuses(run_dir)
+    pairs = [_read_pair(trial_dir, statuses) for trial_dir in _trial_dirs(run_dir)]
+    varying = [k for k in KEYS if len({json.dumps(p.config.get(k)) for p in pairs}) > 1]
+    trial_rows, epoch_rows, predictions = [], [], []
+    for pair in pairs:
+        for arm in ARMS:
+            epochs = _arm_epochs(pair, arm)
+            row = _trial_row(pair, arm, epochs)
+            row["architecture"] = architecture_label(pair.config, varying)
+            trial_rows.append(row)
+            epoch_rows += [{c: r.get(c) for c in EPOCH_COLUMNS} for r in epochs]
+            predictions.append(_prediction_rows(pair, arm))
+    trials = _typed_trials(pd.DataFrame(trial_rows, columns=_trial_columns()))
+    epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
+    val_predictions = _typed_predictions(predictions)
+    comparison = compare(trials, epochs, val_predictions)
+    return Tables(trials, epochs, val_predictions, comparison)
 
 
 def _trial_columns() -> list[str]:
     return [
-        "trial_id", "status", "architecture", *(f"config/{k}" for k in KEYS), "best_epoch",
-        *(f"best_{m}" for m in SUMMARY_METRICS), *(f"last_{m}" for m in SUMMARY_METRICS),
+        "trial_id", "pair_id", "arm", "status", "architecture",
+        *(f"config/{k}" for k in KEYS), "config/mixup", "best_epoch",
+        *(f"best_{m}" for m in MODEL_METRICS), *(f"last_{m}" for m in MODEL_METRICS),
         "epochs_run", "wall_seconds", "node_id", "hostname", "error", "trial_dir",
-    ]
+    ]  # fmt: skip
 
 
 def _typed_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    kinds = {int: "int64", float: "float64", bool: "bool", str: "string"}
     for key, spec in KEYS.items():
-        column = f"config/{key}"
-        trials[column] = trials[column].astype({int: "int64", float: "float64", bool: "bool", str: "string"}[spec.kind])
-    for column in ("trial_id", "status", "architecture", "node_id", "hostname", "error", "trial_dir"):
+        trials[f"config/{key}"] = trials[f"config/{key}"].astype(kinds[spec.kind])
+    trials["config/mixup"] = trials["config/mixup"].astype("bool")
+    labels = ["trial_id", "pair_id", "arm", "status", "architecture", "node_id", "hostname"]
+    for column in [*labels, "error", "trial_dir"]:
         trials[column] = trials[column].astype("string")
     trials["best_epoch"] = trials["best_epoch"].astype("Int64")
     trials["epochs_run"] = trials["epochs_run"].astype("int64")
     numeric = [c for c in trials.columns if c.startswith(("best_", "last_")) and c != "best_epoch"]
     trials[numeric + ["wall_seconds"]] = trials[numeric + ["wall_seconds"]].astype("float64")
-    return trials.sort_values("trial_id", ignore_index=True)
+    return trials.sort_values(["pair_id", "arm"], ascending=[True, False], ignore_index=True)
 
 
 def _typed_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
@@ -205,11 +262,20 @@ def _typed_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return epochs.sort_values(["trial_id", "epoch"], ignore_index=True)
 
 
+def _typed_predictions(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
+    present = [f for f in frames if f is not None]
+    if not present:
+        empty = {"trial_id": "string", "epoch": "int16", "image": "int32"}
+        return pd.DataFrame(columns=PREDICTION_COLUMNS).astype(
+            {**empty, "predicted": "int8", "true": "int8"}
+        )
+    table = pd.concat(present, ignore_index=True)
+    return table.astype({"trial_id": "string"})
+
+
 def save(run_dir: str | Path, tables: Tables) -> None:
-    run_dir = Path(run_dir)
-    write_parquet(run_dir / TRIALS_FILE, tables.trials)
-    write_parquet(run_dir / EPOCHS_FILE, tables.epochs)
-    write_parquet(run_dir / COMPARISON_FILE, tables.comparison)
+    for name, file in TABLE_FILES.items():
+        write_parquet(Path(run_dir) / file, getattr(tables, name))
 
 
 def load(run_dir: str | Path) -> Tables:
@@ -219,9 +285,9 @@ def load(run_dir: str | Path) -> Tables:
     make them) when the run has no test evaluation yet.
     """
     run_dir = Path(run_dir)
-    files = [run_dir / f for f in (TRIALS_FILE, EPOCHS_FILE, COMPARISON_FILE)]
-    if all(f.is_file() for f in files):
-        tables = Tables(*(pd.read_parquet(f) for f in files))
+    files = {name: run_dir / file for name, file in TABLE_FILES.items()}
+    if all(f.is_file() for f in files.values()):
+        tables = Tables(**{name: pd.read_parquet(f) for name, f in files.items()})
     elif not _trial_dirs(run_dir):
         raise FileNotFoundError(f"{run_dir}: no trials found (is this a tune_mnist run directory?)")
     else:
@@ -230,58 +296,84 @@ def load(run_dir: str | Path) -> Tables:
     if evaluation is None:
         warnings.warn(
             f"{run_dir}: no test evaluation yet (r.test_eval is None); make it with "
-            f"`python -m tune_mnist.results {run_dir}` (needs a finished trial with a checkpoint)",
+            f"`python -m tune_mnist.results {run_dir}` (needs a finished pair with a checkpoint)",
             stacklevel=2,
         )
         return tables
-    tables.test_eval, tables.confusion, tables.test_predictions = (
-        evaluation.test_eval, evaluation.confusion, evaluation.predictions,
-    )
+    _attach(tables, evaluation)
     return tables
 
 
-def arm_table(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
-    """Mean best-epoch metric per architecture, without and with MixUp."""
-    done = trials[trials["status"] == "TERMINATED"]
-    table = done.pivot_table(
-        index="architecture", columns="config/mixup", values=f"best_{metric}", aggfunc="mean"
-    )
-    return table.rename(columns={False: "plain", True: "mixup"}).rename_axis(columns=None)
+def _attach(tables: Tables, evaluation: test_evaluation.Evaluation | None) -> None:
+    if evaluation is not None:
+        tables.test_eval = evaluation.test_eval
+        tables.confusion = evaluation.confusion
+        tables.test_predictions = evaluation.predictions
 
 
 def summary(tables: Tables) -> str:
+    """The primary result first, then the counts of trials and what failed."""
     trials = tables.trials
-    counts = trials["status"].value_counts().to_dict()
-    lines = ["", "Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    done = trials[trials["status"] == "TERMINATED"].dropna(subset=["best_val_acc"])
-    if done.empty:
-        lines.append("No trial finished.")
+    counts = trials.drop_duplicates("pair_id")["status"].value_counts().to_dict()
+    lines = ["", "Pairs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    if trials["status"].eq("TERMINATED").any():
+        lines += ["", format_comparison(tables.comparison)]
     else:
-        best = done.loc[done["best_val_acc"].idxmax()]
-        config = {k: best[f"config/{k}"] for k in KEYS}
-        lines += [
-            f"Best trial {best['trial_id']} ({best['architecture']}, mixup={config['mixup']}, "
-            f"seed={config['seed']}): val_acc {best['best_val_acc']:.4f}, "
-            f"val_mixed_acc {best['best_val_mixed_acc']:.4f} at epoch {best['best_epoch']}",
-            "",
-            "Mean val_acc (best epoch) per architecture:",
-            arm_table(trials).to_string(float_format=lambda v: f"{v:.4f}"),
-            "",
-            "MixUp minus plain, paired by architecture and seed (best epoch):",
-            format_comparison(tables.comparison),
-        ]
-    failed = trials[trials["status"].isin(["ERROR", "DIVERGED"])]
-    for _, row in failed.iterrows():
-        lines.append(f"{row['status']}: trial {row['trial_id']} ({row['architecture']}): {row['error'] if pd.notna(row['error']) else 'loss became NaN'}")
+        lines.append("No pair finished.")
+    for _, row in trials[trials["status"].isin(["ERROR", "DIVERGED"])].iterrows():
+        reason = row["error"] if pd.notna(row["error"]) else "loss became NaN"
+        lines.append(f"{row['status']}: {row['trial_id']} ({row['architecture']}): {reason}")
     return "\n".join(lines)
 
 
-def current_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluation | None:
-    """The saved test evaluation if it scored today's best trials, else a new one (made once)."""
+def _test_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluation | None:
+    """The saved test evaluation if it scored today's final models, else a new one (saved).
+
+    The test set is scored once per set of models: a resumed run whose chosen models did not
+    change reuses the saved evaluation. Says on stdout why there is none when it cannot be made.
+    """
     saved = test_evaluation.load_evaluation(run_dir)
     if saved is not None and test_evaluation.is_current(saved, tables.trials):
         return saved
-    return test_evaluation.run_evaluation(run_dir, tables.trials, tables.epochs)
+    try:
+        evaluation = test_evaluation.evaluate_final_models(run_dir, tables.trials)
+    except test_evaluation.EvaluationUnavailable as e:
+        print(str(e), flush=True)
+        return None
+    test_evaluation.save_evaluation(run_dir, evaluation)
+    return evaluation
+
+
+def finish(run_dir: str | Path, *, plot: bool = False, metric: str = "val_acc") -> tuple[Tables, Any]:
+    """After a search (finished or interrupted): tables, comparison, test evaluation, summary.
+
+    Returns the tables (test tables attached) and the evaluation, or None when none could be made.
+    """
+    run_dir = Path(run_dir)
+    tables = collect(run_dir)
+    save(run_dir, tables)
+    evaluation = _test_evaluation(run_dir, tables)
+    _attach(tables, evaluation)
+    print(summary(tables), flush=True)
+    print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
+    if plot:
+        _plot(run_dir, tables, metric)
+    return tables, evaluation
+
+
+def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
+    from tune_mnist.plots import write_figures
+
+    test_images, class_names = None, None
+    if tables.test_eval is not None:
+        arrays, class_names = test_evaluation.load_test_arrays(run_dir)
+        test_images = arrays.x_test
+    lines = write_figures(
+        run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval,
+        tables.confusion, tables.test_predictions,
+        test_images=test_images, class_names=class_names, metric=metric,
+    )  # fmt: skip
+    print("\n" + "\n".join(lines), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,31 +381,30 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tune_mnist.results",
         description=(
             "Summarize a tune_mnist run (finished or interrupted): rewrite its Parquet files, print "
-            "the MixUp vs plain comparison and the test evaluation of the best model of each arm."
+            "the MixUp vs plain comparison (primary result first) and the test evaluation of the "
+            "final model of each arm."
         ),
     )
     parser.add_argument("run_dir", help="a run folder: STORAGE_PATH/NAME")
-    parser.add_argument("--plot", action="store_true", help="also write PNG figures next to the Parquet files")
     parser.add_argument(
-        "--metric", choices=PLOT_METRICS, default="val_acc", help="metric of the learning curves and forest plot"
+        "--plot", action="store_true", help="also write PNG figures next to the Parquet files"
+    )
+    parser.add_argument(
+        "--metric",
+        choices=PLOT_METRICS,
+        default="val_acc",
+        help="metric of the learning curves and forest plot",
     )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not _trial_dirs(run_dir):
         print(f"error: {run_dir}: no trials found (is this a tune_mnist run directory?)", file=sys.stderr)
         return 2
-    tables = collect(run_dir)
-    save(run_dir, tables)
-    evaluation = current_evaluation(run_dir, tables)
-    print(summary(tables))
-    print()
-    print(test_evaluation.format_evaluation(evaluation))
-    if args.plot:
-        from tune_mnist.plots import write_figures
-
-        print()
-        for line in write_figures(run_dir, tables, evaluation, metric=args.metric):
-            print(line)
+    try:
+        finish(run_dir, plot=args.plot, metric=args.metric)
+    except ExperimentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

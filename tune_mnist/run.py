@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from tune_mnist.data import DATASETS, DataError
+from tune_mnist.resources import ResourcePlan
+from tune_mnist.results import ExperimentError
 from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
 from tune_mnist.space import SpaceError
 
@@ -97,10 +99,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')")
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
-        raise UsageError(f"--cpus-per-trial must be a number > 0, got {args.cpus_per_trial}")
-    if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
-        raise UsageError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
+    try:
+        ResourcePlan(args.cpus_per_trial, args.gpus_per_trial)  # the one home of these rules
+    except ValueError as e:
+        raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {e}") from None
     if not (args.reduction_factor > 1 and math.isfinite(args.reduction_factor)):
         raise UsageError(f"--reduction-factor must be a number > 1, got {args.reduction_factor}")
     if args.max_failures < -1:
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         check_args(args)
         return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
-    except (UsageError, SpaceError, DataError) as e:
+    except (UsageError, SpaceError, DataError, ExperimentError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -1,11 +1,15 @@
-"""Trial schedulers: small factories over Ray Tune's own, all judging trials by `val_acc`."""
+"""Trial schedulers: small factories over Ray Tune's own, judging each pair by `pair_val_acc`.
+
+A trial is a pair (both arms train in it), so a rung decision stops or continues the pair as a
+whole, on the mean of its arms' `val_acc`: both arms always run the same number of epochs.
+"""
 
 from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 SCHEDULERS = ("grid", "asha")
-METRIC, MODE = "val_acc", "max"
+METRIC, MODE = "pair_val_acc", "max"
 
 
 def grid() -> TrialScheduler:

@@ -1,4 +1,7 @@
-"""One search, end to end: validate, load data once, run Ray Tune, write results and a summary."""
+"""One search, end to end: validate, load data once, run Ray Tune, then `results.finish`.
+
+Every configuration of the space is one Tune trial that trains a pair: the plain and the MixUp arm.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,9 @@ from typing import Any
 
 from tune_mnist import data as datasets
 from tune_mnist import results
-from tune_mnist.evaluation import format_evaluation, run_evaluation
+from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.space import Space, load_space
 
-MANIFEST = "run_manifest.json"
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 # Options added after the first manifests were written: a resumed old run gets these values.
@@ -98,23 +100,26 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
 
     A `--space` given with `--resume` must resolve to the run's own space.
     """
-    manifest_file = run_dir / MANIFEST
-    if not manifest_file.is_file():
-        raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST} is missing)")
+    if not (run_dir / MANIFEST_FILE).is_file():
+        raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST_FILE} is missing)")
     try:
-        manifest = json.loads(manifest_file.read_text())
-        original = dict(manifest["args"])
-        recorded_space = manifest["space"]
+        manifest = read_manifest(run_dir)
+        original, recorded_space = dict(manifest["args"]), manifest["space"]
         str(original["space"]), str(original["dataset"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise UsageError(f"--resume: {manifest_file} is unreadable ({type(e).__name__}: {e})") from None
+    except (ManifestError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"--resume: {run_dir / MANIFEST_FILE} is unreadable ({e})") from None
     if args.space is not None:
         given = load_space(args.space, seeds=args.seeds).to_dict()
         if json.loads(json.dumps(given, default=str)) != recorded_space:
-            raise UsageError(f"--resume: run {run_dir.name} was made with a different search space than {args.space}")
-    return argparse.Namespace(**{
-        **RESUME_DEFAULTS, **original, "resume": True, "storage_path": args.storage_path, "name": args.name,
-    })
+            raise UsageError(
+                f"--resume: run {run_dir.name} was made with a different search space "
+                f"than {args.space}"
+            )
+    return argparse.Namespace(
+        **{**RESUME_DEFAULTS, **original, "resume": True},
+        storage_path=args.storage_path,
+        name=args.name,
+    )
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
@@ -129,7 +134,7 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
     trials = space.num_trials(args.num_samples)
     if not args.resume and trials > args.max_trials and not args.yes:
         raise UsageError(
-            f"{trials} trials from {args.space} exceed --max-trials {args.max_trials}; "
+            f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
             f"pass --yes to run them anyway"
         )
     run_dir = storage / (args.name or default_name(args.space, args.dataset))
@@ -140,60 +145,80 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
 def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     started = time.time()
     args, space, run_dir = prepare(args)
-    storage, name = run_dir.parent, run_dir.name
-    arrays = datasets.load_arrays(args.dataset, args.data_dir, seed=args.seed)
-    search_data = datasets.split(
-        arrays, args.dataset, val_fraction=args.val_fraction, train_subset=args.train_subset, seed=args.seed,
-    )
-    print(f"tune_mnist: {search_data.summary}", flush=True)
+    search_data = _load_data(args)
     print(
-        f"tune_mnist: {space.num_trials(args.num_samples)} trials from {args.space}, "
-        f"up to {args.max_epochs} epochs each; results in {run_dir}",
+        f"tune_mnist: {space.num_trials(args.num_samples)} pairs from {args.space} (each trains "
+        f"a plain and a MixUp model), up to {args.max_epochs} epochs each; results in {run_dir}",
         flush=True,
     )
-    manifest: dict[str, Any] = {
+    manifest = _manifest(args, space, search_data, argv, started)
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    search_started = time.time()
+    _tune(args, space, search_data, run_dir.parent, run_dir.name)
+    search_ended = time.time()
+    tables, _ = results.finish(run_dir)
+    manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # Where the wall time went (this invocation only; a resumed run records its own).
+    manifest["seconds"] = {
+        "setup": round(search_started - started, 2),
+        "search": round(search_ended - search_started, 2),
+        "results": round(time.time() - search_ended, 2),
+    }
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    print(f"\nResults: {run_dir}", flush=True)
+    return _exit_status(tables.trials, run_dir)
+
+
+def _load_data(args: argparse.Namespace) -> datasets.SearchData:
+    arrays = datasets.load_arrays(args.dataset, args.data_dir, seed=args.seed)
+    search_data = datasets.split(
+        arrays,
+        args.dataset,
+        val_fraction=args.val_fraction,
+        train_subset=args.train_subset,
+        seed=args.seed,
+    )
+    print(f"tune_mnist: {search_data.summary}", flush=True)
+    return search_data
+
+
+def _manifest(
+    args: argparse.Namespace,
+    space: Space,
+    search_data: datasets.SearchData,
+    argv: list[str],
+    started: float,
+) -> dict[str, Any]:
+    """What the run was made from: command, arguments, space, data, environment, versions."""
+    return {
         "command": argv,
         "args": vars(args),
         "space": space.to_dict(),
-        "dataset": {"name": args.dataset, "source": search_data.source,
-                    "train": len(search_data.x_train), "validation": len(search_data.x_val)},
+        "dataset": {
+            "name": args.dataset,
+            "source": search_data.source,
+            "train": len(search_data.x_train),
+            "validation": len(search_data.x_val),
+        },
         "environment": recorded_environment(),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "ended": None,
     }
-    results.write_json(run_dir / MANIFEST, manifest)
 
-    search_started = time.time()
-    _tune(args, space, search_data, storage, name)
-    search_ended = time.time()
-    tables = results.collect(run_dir)
-    results.save(run_dir, tables)
-    results_written = time.time()
-    test_evaluation = run_evaluation(run_dir, tables.trials, tables.epochs)
-    manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    # Where the wall time went (this invocation only; a resumed run records its own).
-    manifest["seconds"] = {
-        "setup": round(search_started - started, 2),
-        "search": round(search_ended - search_started, 2),
-        "results": round(results_written - search_ended, 2),
-        "test_evaluation": round(time.time() - results_written, 2),
-    }
-    results.write_json(run_dir / MANIFEST, manifest)
-    print(results.summary(tables), flush=True)
-    print("\n" + format_evaluation(test_evaluation), flush=True)
-    print(f"\nResults: {run_dir}", flush=True)
-    unfinished = tables.trials["status"].isin(UNFINISHED).sum()
+
+def _exit_status(trials: Any, run_dir: Path) -> int:
+    """130 with the resume command when trials are unfinished, 3 when some failed, else 0."""
+    unfinished = trials.drop_duplicates("pair_id")["status"].isin(UNFINISHED).sum()
     if unfinished:
         print(
-            f"Interrupted: {unfinished} trials unfinished. Resume with: python -m tune_mnist.run "
-            f"--resume --storage-path {storage} --name {name}",
+            f"Interrupted: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
+            f"--resume --storage-path {run_dir.parent} --name {run_dir.name}",
             flush=True,
         )
         return EXIT_INTERRUPTED
-    failed = tables.trials["status"].isin(["ERROR"]).sum()
-    return EXIT_PARTIAL if failed else 0
+    return EXIT_PARTIAL if trials["status"].eq("ERROR").any() else 0
 
 
 def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchData, storage: Path, name: str) -> None:
@@ -201,7 +226,7 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
     from ray.tune.search import BasicVariantGenerator
 
     from tune_mnist.schedulers import METRIC, MODE, make_scheduler
-    from tune_mnist.trainable import TrialSettings, train_trial
+    from tune_mnist.trainable import TrialSettings, train_pair
 
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
     # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
@@ -212,7 +237,7 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=search_data, settings=settings),
+        tune.with_parameters(train_pair, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     if args.resume and tune.Tuner.can_restore(str(storage / name)):
@@ -229,8 +254,7 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
                 args.scheduler, max_epochs=args.max_epochs,
                 grace_period=args.grace_period, reduction_factor=args.reduction_factor,
             ),
-            # Random keys are drawn once per sample and kept across the grid (MixUp arms, seeds):
-            # both arms of a pair then share one architecture.
+            # Random keys are drawn once per sample and kept across the grid (seeds).
             search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
             num_samples=args.num_samples,
             max_concurrent_trials=args.max_concurrent,
@@ -241,10 +265,9 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
-            # The best epoch by val_acc for the test evaluation; Tune also keeps the latest for resume.
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
-            ),
+            # The latest only: it resumes the pair, holds every epoch's validation predictions, and
+            # its models are the ones the test evaluation scores (no epoch chosen on validation).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=1,  # the status table only: per-epoch result dumps drown the progress
         ),

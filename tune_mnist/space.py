@@ -2,8 +2,8 @@
 
 Each key is either a constant or one of `grid: [...]`, `choice: [...]`, `uniform: [lo, hi]`,
 `loguniform: [lo, hi]`, `randint: [lo, hi]` (both ends included). A top-level `seeds: N` repeats
-every configuration with seeds 0..N-1. With `mixup: {grid: [false, true]}` every architecture and
-seed is trained in both arms: the paired design the comparison needs.
+every configuration with seeds 0..N-1. There is no `mixup` key: every configuration is one Tune
+trial that trains a pair, the plain arm and the MixUp arm, the paired design the comparison needs.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ KEYS: dict[str, Key] = {
     "augment": Key(False, bool, lambda v: True, "true or false"),
     "label_noise": Key(0.0, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "input_noise": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
-    "mixup": Key(False, bool, lambda v: True, "true or false"),
     "mixup_alpha": Key(0.2, float, lambda v: v > 0, "a number > 0"),
     "seed": Key(0, int, lambda v: v >= 0, "an integer >= 0"),
 }
@@ -154,6 +153,11 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
     grids: dict[str, list[Any]] = {}
     randoms: dict[str, tuple[str, list[Any]]] = {}
     for key, value in document.items():
+        if key == "mixup":
+            raise SpaceError(
+                f"{source}: key 'mixup': every configuration is trained with and without MixUp "
+                f"(both arms in one trial); remove this key"
+            )
         if key not in KEYS:
             raise SpaceError(
                 f"{source}: unknown key {key!r}; known keys: seeds, {', '.join(KEYS)}"

@@ -1,7 +1,10 @@
-"""The Ray Tune trainable: thin glue that trains one configuration an epoch at a time.
+"""The Ray Tune trainable: one trial trains both arms of a pair, plain and MixUp, in lockstep.
 
-Every epoch it reports the public metrics (see METRICS) and a checkpoint of the model, so ASHA can
-stop it, a failed trial can be retried from its last epoch and `--resume` can continue it.
+The two arms start from the same initial weights and see the same batches in the same order (the
+MixUp arm blends them), one epoch at a time. After every epoch the trial reports both arms'
+metrics, the pair's score `pair_val_acc` (the mean of the arms' `val_acc`: what ASHA and the
+searcher judge, so a pair is stopped or continued as a whole) and a checkpoint, so a failed
+trial can be retried from its last epoch and `--resume` can continue it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +21,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tune_mnist.checkpoint import load_checkpoint, save_checkpoint
-from tune_mnist.data import SearchData, apply_mix
+from tune_mnist.checkpoint import load_model, load_predictions, load_state, save_checkpoint
+from tune_mnist.data import SearchData, apply_mix, one_hot, scale_images
 from tune_mnist.metrics import score
-from tune_mnist.resources import ResourcePlan, configure_tensorflow_gpus, configure_tensorflow_threads
+from tune_mnist.resources import (
+    ResourcePlan,
+    configure_tensorflow_gpus,
+    configure_tensorflow_threads,
+)
+from tune_mnist.space import ARMS
 
-# Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes every attempt of the trials whose
-# config has KEY == VALUE raise; "nan:KEY=VALUE" gives their model NaN weights, so training really
-# produces a NaN loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
+PAIR_METRIC = "pair_val_acc"
+CHANCE_ACCURACY = 0.1  # what a failed arm scores in the pair's mean: it learned nothing
+# Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes
+# every attempt of the trials whose config has KEY == VALUE raise; "nan:KEY=VALUE" gives their
+# MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's), so training really produces a NaN
+# loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
 
 
@@ -33,14 +44,15 @@ class InjectedFault(RuntimeError):
     """Raised by the testing hook FAULT_ENV."""
 
 
-def injected_fault(config: dict[str, Any]) -> str | None:
-    """The fault FAULT_ENV asks for this trial ('error' or 'nan'), or None."""
+def injected_faults(config: dict[str, Any]) -> set[str]:
+    """The faults FAULT_ENV asks for this trial: 'error', 'nan' (MixUp arm), 'nan-plain'."""
+    found = set()
     for spec in os.environ.get(FAULT_ENV, "").split(","):
         kind, _, selector = spec.strip().partition(":")
         key, _, value = selector.partition("=")
-        if kind in ("error", "nan") and key in config and str(config[key]).lower() == value.lower():
-            return kind
-    return None
+        if key in config and str(config[key]).lower() == value.lower():
+            found.add(kind)
+    return found & {"error", "nan", "nan-plain"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,34 @@ class TrialSettings:
     patience: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+
+
+@dataclass
+class ValidationSets:
+    """The clean validation images and their fixed MixUp, as the models take them."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    mixed_images: np.ndarray
+    mixed_labels: np.ndarray
+
+    @classmethod
+    def of(cls, data: SearchData) -> ValidationSets:
+        mixed_images, mixed_labels = apply_mix(data.x_val, data.y_val, data.val_mix)
+        return cls(scale_images(data.x_val), one_hot(data.y_val), mixed_images, mixed_labels)
+
+
+@dataclass
+class PairState:
+    """What a checkpoint must carry besides the models to continue a pair exactly."""
+
+    epoch: int = 0
+    best_pair_val_acc: float = -1.0
+    epochs_since_best: int = 0
+    diverged: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ARMS, False))
+
+    def active_arms(self) -> list[str]:
+        return [arm for arm in ARMS if not self.diverged[arm]]
 
 
 def set_threads(cpus: float) -> None:
@@ -69,7 +109,8 @@ def import_tensorflow() -> None:
     """Ray's worker setup hook: import TensorFlow and Keras as soon as a worker process starts.
 
     Ray starts workers while the driver is still setting up Tune, so the import (about 6 s on a
-    2-core machine) no longer delays the first epoch. Runs no TensorFlow op, so set_threads still works.
+    2-core machine) no longer delays the first epoch. Runs no TensorFlow op, so set_threads still
+    works.
     """
     import keras  # noqa: F401
 
@@ -77,20 +118,8 @@ def import_tensorflow() -> None:
     import tune_mnist.pipeline  # noqa: F401
 
 
-def _report(metrics: dict[str, Any], model: Any, state: dict[str, Any], *, checkpoint: bool) -> None:
-    """Report one epoch; tune.report copies the checkpoint to storage before it returns."""
-    from ray import tune
-
-    if not checkpoint:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
-        save_checkpoint(Path(directory), model, state)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
-    """Train one configuration, reporting metrics and a checkpoint after every epoch."""
+def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
+    """Train one configuration in both arms, reporting metrics and a checkpoint every epoch."""
     set_threads(settings.cpus_per_trial)
     configure_tensorflow_gpus(ResourcePlan(settings.cpus_per_trial, settings.gpus_per_trial))
     import keras
@@ -98,75 +127,161 @@ def train_trial(config: dict[str, Any], data: SearchData, settings: TrialSetting
     # A reused worker must not keep the previous trial's graphs and models alive.
     keras.backend.clear_session()
     try:
-        _train(config, data, settings)
+        _train_pair(config, data, settings)
     finally:
         keras.backend.clear_session()
 
 
-def _train(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
-    import keras
+def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     import ray
+
+    from tune_mnist.pipeline import TrainingSet, with_label_noise
+
+    y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
+    training = TrainingSet.from_arrays(data.x_train, y_train)
+    validation = ValidationSets.of(data)
+    models, state, predictions = _restore_or_build(config, n_val=len(data.y_val))
+    _inject_faults(config, models)
+    node_id = ray.get_runtime_context().get_node_id()
+    for epoch in range(state.epoch + 1, settings.max_epochs + 1):
+        arm_metrics = {
+            arm: _train_arm_epoch(arm, models[arm], config, training, validation, predictions, epoch)
+            for arm in state.active_arms()
+        }
+        pair_val_acc = _update_state(state, arm_metrics, epoch)
+        _report(arm_metrics, pair_val_acc, node_id, models, state, predictions, data.y_val)
+        if not state.active_arms() or _out_of_patience(state, settings):
+            return
+
+
+def _restore_or_build(
+    config: dict[str, Any], *, n_val: int
+) -> tuple[dict[str, Any], PairState, dict[str, np.ndarray]]:
+    """Both arms' models, the pair's state and the predictions so far: from a checkpoint or new."""
     from ray import tune
 
-    from tune_mnist.model import compile_model
-    from tune_mnist.pipeline import training_dataset, with_label_noise
-
-    keras.utils.set_random_seed(config["seed"])
-    y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
-    train = training_dataset(
-        data.x_train, y_train, batch_size=config["batch_size"], seed=config["seed"],
-        mixup=config["mixup"], mixup_alpha=config["mixup_alpha"],
-    )
-    val_images = data.x_val.astype(np.float32)[..., None] / 255.0
-    val_labels = np.eye(10, dtype=np.float32)[data.y_val]
-    mixed_images, mixed_labels = apply_mix(data.x_val, data.y_val, data.val_mix)
-    mixed_images = mixed_images[..., None]
-
-    state = {"epoch": 0, "best_val_acc": -1.0, "epochs_since_best": 0}
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            model, state = load_checkpoint(directory)
-    else:
-        model = compile_model(config)
-    fault = injected_fault(config)
-    if fault == "error":
-        raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
-    if fault == "nan":
-        model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
-    node_id = ray.get_runtime_context().get_node_id()
+            models = {arm: load_model(directory, arm) for arm in ARMS}
+            state = PairState(**load_state(directory))
+            predictions = load_predictions(directory)
+        predictions.pop("true", None)
+        return models, state, predictions
+    return _build_pair(config), PairState(), {arm: np.zeros((0, n_val), np.int8) for arm in ARMS}
 
-    for epoch in range(state["epoch"] + 1, settings.max_epochs + 1):
-        started = time.perf_counter()
-        history = model.fit(train, epochs=epoch, initial_epoch=epoch - 1, verbose=0).history
-        seconds = time.perf_counter() - started
-        clean = score(model.predict(val_images, batch_size=500, verbose=0), val_labels)
-        mixed = score(model.predict(mixed_images, batch_size=500, verbose=0), mixed_labels)
-        train_loss = float(history["loss"][-1])
-        diverged = not math.isfinite(train_loss)
-        if clean["acc"] > state["best_val_acc"]:
-            state.update(best_val_acc=clean["acc"], epochs_since_best=0)
-        else:
-            state["epochs_since_best"] += 1
-        state["epoch"] = epoch
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": float(history["acc"][-1]),
-            "val_loss": clean["loss"],
-            "val_acc": clean["acc"],
-            "val_mixed_loss": mixed["loss"],
-            "val_mixed_acc": mixed["acc"],
-            "val_ece": clean["ece"],
-            "val_mixed_ece": mixed["ece"],
-            "epoch_seconds": seconds,
-            "images_per_second": len(data.x_train) / seconds,
-            "diverged": diverged,
-            "node_id": node_id,
-        }
-        # A diverged model's weights are NaN: nothing worth restoring, so no checkpoint.
-        _report(metrics, model, state, checkpoint=not diverged)
-        if diverged:
-            return
-        if settings.patience is not None and state["epochs_since_best"] >= settings.patience:
-            return
+
+def _build_pair(config: dict[str, Any]) -> dict[str, Any]:
+    """Two compiled models with identical initial weights (the fairness the pair relies on)."""
+    import keras
+
+    from tune_mnist.model import compile_model
+
+    keras.utils.set_random_seed(config["seed"])
+    plain = compile_model(config)
+    mixup = compile_model(config)
+    mixup.set_weights(plain.get_weights())
+    return {"plain": plain, "mixup": mixup}
+
+
+def _inject_faults(config: dict[str, Any], models: dict[str, Any]) -> None:
+    faults = injected_faults(config)
+    if "error" in faults:
+        raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
+    for arm, fault in (("mixup", "nan"), ("plain", "nan-plain")):
+        if fault in faults and models[arm] is not None:
+            models[arm].set_weights([np.full_like(w, np.nan) for w in models[arm].get_weights()])
+
+
+def _train_arm_epoch(
+    arm: str,
+    model: Any,
+    config: dict[str, Any],
+    training: Any,
+    validation: ValidationSets,
+    predictions: dict[str, np.ndarray],
+    epoch: int,
+) -> dict[str, Any]:
+    """One epoch of one arm on the pair's batches of that epoch, then its validation metrics."""
+    from tune_mnist.pipeline import reseed_layers
+
+    reseed_layers(model, seed=config["seed"], epoch=epoch)
+    batches = training.epoch(
+        epoch=epoch,
+        seed=config["seed"],
+        batch_size=config["batch_size"],
+        mixup_alpha=config["mixup_alpha"] if ARMS[arm] else None,
+    )
+    started = time.perf_counter()
+    history = model.fit(batches, epochs=epoch, initial_epoch=epoch - 1, verbose=0).history
+    seconds = time.perf_counter() - started
+    train = {"train_loss": float(history["loss"][-1]), "train_acc": float(history["acc"][-1])}
+    timing = {"epoch_seconds": seconds, "images_per_second": len(training) / seconds}
+    diverged = not math.isfinite(train["train_loss"])
+    # A diverged model's predictions mean nothing: its validation metrics are NaN, not chance.
+    scores = _nan_scores() if diverged else _validation_scores(arm, model, validation, predictions)
+    return {"epoch": epoch, **train, **scores, **timing, "diverged": diverged}
+
+
+def _validation_scores(
+    arm: str, model: Any, validation: ValidationSets, predictions: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Clean and mixed validation metrics; appends the predicted classes to `predictions`."""
+    probs = model.predict(validation.images, batch_size=500, verbose=0)
+    mixed_probs = model.predict(validation.mixed_images, batch_size=500, verbose=0)
+    clean, mixed = score(probs, validation.labels), score(mixed_probs, validation.mixed_labels)
+    predicted = probs.argmax(axis=1).astype(np.int8)[None, :]
+    predictions[arm] = np.concatenate([predictions[arm], predicted])
+    return {
+        "val_loss": clean["loss"],
+        "val_acc": clean["acc"],
+        "val_mixed_loss": mixed["loss"],
+        "val_mixed_acc": mixed["acc"],
+        "val_ece": clean["ece"],
+        "val_mixed_ece": mixed["ece"],
+    }
+
+
+def _nan_scores() -> dict[str, float]:
+    names = ("val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc", "val_ece", "val_mixed_ece")
+    return dict.fromkeys(names, math.nan)
+
+
+def _update_state(state: PairState, arm_metrics: dict[str, dict[str, Any]], epoch: int) -> float:
+    """Record the epoch and divergences; return the pair's score (a failed arm at chance)."""
+    state.epoch = epoch
+    for arm, metrics in arm_metrics.items():
+        state.diverged[arm] = bool(metrics["diverged"])
+    pair_val_acc = float(
+        np.mean([CHANCE_ACCURACY if state.diverged[arm] else arm_metrics[arm]["val_acc"] for arm in ARMS])
+    )
+    if pair_val_acc > state.best_pair_val_acc:
+        state.best_pair_val_acc, state.epochs_since_best = pair_val_acc, 0
+    else:
+        state.epochs_since_best += 1
+    return pair_val_acc
+
+
+def _out_of_patience(state: PairState, settings: TrialSettings) -> bool:
+    """`--patience`: the pair stops as a whole, so both arms keep the same number of epochs."""
+    return settings.patience is not None and state.epochs_since_best >= settings.patience
+
+
+def _report(
+    arm_metrics: dict[str, dict[str, Any]],
+    pair_val_acc: float,
+    node_id: str,
+    models: dict[str, Any],
+    state: PairState,
+    predictions: dict[str, np.ndarray],
+    true_classes: np.ndarray,
+) -> None:
+    """Report one epoch; tune.report copies the checkpoint to storage before it returns."""
+    from ray import tune
+
+    metrics = {"epoch": state.epoch, PAIR_METRIC: pair_val_acc, "node_id": node_id, **arm_metrics}
+    # A diverged arm's weights are NaN: nothing worth restoring, so its model is left out.
+    kept = {arm: None if state.diverged[arm] else models[arm] for arm in ARMS}
+    with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
+        save_checkpoint(Path(directory), kept, vars(state), predictions, true_classes)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
