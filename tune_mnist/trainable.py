@@ -134,54 +134,91 @@ def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings
 
 def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     import ray
-
-    from tune_mnist.pipeline import TrainingSet, with_label_noise
-
-    y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
-    training = TrainingSet.from_arrays(data.x_train, y_train)
-    validation = ValidationSets.of(data)
-    models, state, predictions = _restore_or_build(config, n_val=len(data.y_val))
-    _inject_faults(config, models)
-    node_id = ray.get_runtime_context().get_node_id()
-    for epoch in range(state.epoch + 1, settings.max_epochs + 1):
-        arm_metrics = {
-            arm: _train_arm_epoch(arm, models[arm], config, training, validation, predictions, epoch)
-            for arm in state.active_arms()
-        }
-        pair_val_acc = _update_state(state, arm_metrics, epoch)
-        _report(arm_metrics, pair_val_acc, node_id, models, state, predictions, data.y_val)
-        if not state.active_arms() or _out_of_patience(state, settings):
-            return
-
-
-def _restore_or_build(
-    config: dict[str, Any], *, n_val: int
-) -> tuple[dict[str, Any], PairState, dict[str, np.ndarray]]:
-    """Both arms' models, the pair's state and the predictions so far: from a checkpoint or new."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            models = {arm: load_model(directory, arm) for arm in ARMS}
-            state = PairState(**load_state(directory))
-            predictions = load_predictions(directory)
-        predictions.pop("true", None)
-        return models, state, predictions
-    return _build_pair(config), PairState(), {arm: np.zeros((0, n_val), np.int8) for arm in ARMS}
+            pair = PairTrainer.restore(config, data, Path(directory))
+    else:
+        pair = PairTrainer.build(config, data)
+    _inject_faults(config, pair.models)
+    node_id = ray.get_runtime_context().get_node_id()
+    for epoch in range(pair.state.epoch + 1, settings.max_epochs + 1):
+        metrics = {**pair.train_epoch(epoch), "node_id": node_id}
+        with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
+            pair.save(Path(directory))
+            # tune.report copies the checkpoint to storage before it returns.
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if pair.stopped(settings.patience):
+            return
 
 
-def _build_pair(config: dict[str, Any]) -> dict[str, Any]:
-    """Two compiled models with identical initial weights (the fairness the pair relies on)."""
-    import keras
+class PairTrainer:
+    """Both arms of one configuration, trained an epoch at a time; no Ray needed (tests use it)."""
 
-    from tune_mnist.model import compile_model
+    def __init__(
+        self,
+        config: dict[str, Any],
+        data: SearchData,
+        models: dict[str, Any],
+        state: PairState,
+        predictions: dict[str, np.ndarray],
+    ) -> None:
+        from tune_mnist.pipeline import TrainingSet, with_label_noise
 
-    keras.utils.set_random_seed(config["seed"])
-    plain = compile_model(config)
-    mixup = compile_model(config)
-    mixup.set_weights(plain.get_weights())
-    return {"plain": plain, "mixup": mixup}
+        self.config, self.data, self.models = config, data, models
+        self.state, self.predictions = state, predictions
+        y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
+        self.training = TrainingSet.from_arrays(data.x_train, y_train)
+        self.validation = ValidationSets.of(data)
+
+    @classmethod
+    def build(cls, config: dict[str, Any], data: SearchData) -> PairTrainer:
+        """New models with identical initial weights (the fairness the pair relies on)."""
+        import keras
+
+        from tune_mnist.model import compile_model
+
+        keras.utils.set_random_seed(config["seed"])
+        plain = compile_model(config)
+        mixup = compile_model(config)
+        mixup.set_weights(plain.get_weights())
+        empty = {arm: np.zeros((0, len(data.y_val)), np.int8) for arm in ARMS}
+        return cls(config, data, {"plain": plain, "mixup": mixup}, PairState(), empty)
+
+    @classmethod
+    def restore(cls, config: dict[str, Any], data: SearchData, directory: Path) -> PairTrainer:
+        """The pair as a checkpoint left it: it continues exactly as if never interrupted."""
+        models = {arm: load_model(directory, arm) for arm in ARMS}
+        predictions = load_predictions(directory)
+        predictions.pop("true")
+        return cls(config, data, models, PairState(**load_state(directory)), predictions)
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train every active arm one epoch; the report: both arms' metrics and the pair's score."""
+        arm_metrics = {
+            arm: _train_arm_epoch(
+                arm, self.models[arm], self.config, self.training, self.validation,
+                self.predictions, epoch,
+            )
+            for arm in self.state.active_arms()
+        }  # fmt: skip
+        pair_val_acc = _update_state(self.state, arm_metrics, epoch)
+        return {"epoch": epoch, PAIR_METRIC: pair_val_acc, **arm_metrics}
+
+    def save(self, directory: Path) -> None:
+        # A diverged arm's weights are NaN: nothing worth restoring, so its model is left out.
+        kept = {arm: None if self.state.diverged[arm] else self.models[arm] for arm in ARMS}
+        save_checkpoint(directory, kept, vars(self.state), self.predictions, self.data.y_val)
+
+    def stopped(self, patience: int | None) -> bool:
+        """Every arm diverged, or `--patience` epochs without a better pair score.
+
+        Patience judges the pair as a whole, so both arms keep the same number of epochs.
+        """
+        out_of_patience = patience is not None and self.state.epochs_since_best >= patience
+        return out_of_patience or not self.state.active_arms()
 
 
 def _inject_faults(config: dict[str, Any], models: dict[str, Any]) -> None:
@@ -260,28 +297,3 @@ def _update_state(state: PairState, arm_metrics: dict[str, dict[str, Any]], epoc
     else:
         state.epochs_since_best += 1
     return pair_val_acc
-
-
-def _out_of_patience(state: PairState, settings: TrialSettings) -> bool:
-    """`--patience`: the pair stops as a whole, so both arms keep the same number of epochs."""
-    return settings.patience is not None and state.epochs_since_best >= settings.patience
-
-
-def _report(
-    arm_metrics: dict[str, dict[str, Any]],
-    pair_val_acc: float,
-    node_id: str,
-    models: dict[str, Any],
-    state: PairState,
-    predictions: dict[str, np.ndarray],
-    true_classes: np.ndarray,
-) -> None:
-    """Report one epoch; tune.report copies the checkpoint to storage before it returns."""
-    from ray import tune
-
-    metrics = {"epoch": state.epoch, PAIR_METRIC: pair_val_acc, "node_id": node_id, **arm_metrics}
-    # A diverged arm's weights are NaN: nothing worth restoring, so its model is left out.
-    kept = {arm: None if state.diverged[arm] else models[arm] for arm in ARMS}
-    with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
-        save_checkpoint(Path(directory), kept, vars(state), predictions, true_classes)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
