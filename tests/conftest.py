@@ -14,13 +14,12 @@ kernel_size: 3
 pooling: max
 num_dense: 0
 batch_size: 64
-mixup: {grid: [false, true]}
 """
 
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
-    """One real search shared by the results tests: 2 architectures x 2 arms x 2 seeds, 2 epochs.
+    """One real search shared by the results tests: 2 architectures x 2 seeds = 4 pairs, 2 epochs.
 
     Made once per session because a real Ray run costs most of these tests' time.
     """

@@ -1,11 +1,12 @@
-"""Test-set evaluation of a real run: the best model of each arm, scored once on the test set."""
+"""Test-set evaluation of a real run: the final model of each arm, scored once on the test set."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tune_mnist.data import SAMPLE_TEST_SIZE
-from tune_mnist.evaluation import EvaluationUnavailable, best_checkpoint, best_trials
+from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint
+from tune_mnist.evaluation import final_models
 from tune_mnist.results import load, main
 
 
@@ -17,15 +18,16 @@ def test_both_arms_are_evaluated_with_metrics_in_0_1(small_run):
     assert ((values >= 0) & (values <= 1)).all()
 
 
-def test_the_evaluated_models_are_the_best_by_validation_at_their_best_epoch(small_run):
+def test_the_evaluated_models_are_each_arms_best_by_validation_at_their_last_epoch(small_run):
     r = load(small_run)
-    chosen = best_trials(r.trials)
+    chosen = final_models(r.trials)
     for _, row in r.test_eval.iterrows():
         trial = chosen[row["arm"]]
-        assert row["trial_id"] == trial["trial_id"]
-        assert row["best_val_acc"] == trial["best_val_acc"]
-        # Tune keeps the best checkpoint by val_acc, so the evaluated epoch is the best one.
-        assert row["checkpoint_epoch"] == trial["best_epoch"]
+        assert row["trial_id"] == trial["trial_id"] and row["val_acc"] == trial["last_val_acc"]
+        arm = r.trials[r.trials["arm"] == row["arm"]]
+        assert trial["last_val_acc"] == arm["last_val_acc"].max()
+        # The model as trained: the last checkpoint, no epoch chosen on the validation images.
+        assert row["checkpoint_epoch"] == trial["epochs_run"]
 
 
 def test_confusion_counts_sum_to_the_test_set_per_arm(small_run):
@@ -42,21 +44,19 @@ def test_confusion_diagonal_matches_test_acc(small_run):
         assert correct / SAMPLE_TEST_SIZE == pytest.approx(row["test_acc"])
 
 
-def test_the_kept_checkpoint_with_the_best_val_acc_is_chosen_not_the_latest(tmp_path):
-    # What Tune leaves with num_to_keep=1 scored by val_acc: the best epoch (1) and the latest (3).
-    for name, epoch in (("checkpoint_000000", 1), ("checkpoint_000002", 3)):
+def test_the_latest_complete_checkpoint_is_the_one_read(tmp_path):
+    # What Tune leaves with num_to_keep=1: the latest checkpoint; an older one may linger.
+    for name, epoch in (("checkpoint_000000", 1), ("checkpoint_000002", 3), ("checkpoint_000003", 4)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "model.keras").write_bytes(b"")
         (tmp_path / name / "state.json").write_text(f'{{"epoch": {epoch}}}')
-    directory, epoch = best_checkpoint(tmp_path, {1: 0.9, 2: 0.95, 3: 0.4})
-    assert (directory.name, epoch) == ("checkpoint_000000", 1)
-    # Ties go to the earliest epoch, as best_epoch in trials.parquet does.
-    assert best_checkpoint(tmp_path, {1: 0.9, 3: 0.9})[1] == 1
+        if epoch != 4:  # epoch 4's checkpoint was cut off before its predictions were written
+            np.savez(tmp_path / name / "val_predictions.npz", true=np.zeros(3, np.int8))
+    assert latest_checkpoint(tmp_path) == (tmp_path / "checkpoint_000002", 3)
 
 
 def test_a_trial_without_checkpoint_says_so(tmp_path):
-    with pytest.raises(EvaluationUnavailable, match="no checkpoint"):
-        best_checkpoint(tmp_path, {1: 0.9})
+    with pytest.raises(CheckpointMissing, match="no checkpoint"):
+        latest_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("arm", ["plain", "mixup"])

@@ -138,17 +138,20 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
     output = driver.output()
 
     assert status == 3, output[-3000:]
-    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("config/seed")
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index(["config/seed", "arm"])
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
-    assert len(trials) == 3 and trials["trial_id"].is_unique
-    assert trials.loc[0, "status"] == "TERMINATED" and trials.loc[0, "epochs_run"] == 3
-    assert trials.loc[1, "status"] == "ERROR" and "InjectedFault" in trials.loc[1, "error"]
-    assert trials.loc[2, "status"] == "DIVERGED" and pd.isna(trials.loc[2, "error"])
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    for arm in ("plain", "mixup"):
+        assert trials.loc[(0, arm), "status"] == "TERMINATED" and trials.loc[(0, arm), "epochs_run"] == 3
+        assert trials.loc[(1, arm), "status"] == "ERROR" and "InjectedFault" in trials.loc[(1, arm), "error"]
+    # Seed 2's MixUp arm diverges; its plain arm trains on alone.
+    assert trials.loc[(2, "mixup"), "status"] == "DIVERGED" and pd.isna(trials.loc[(2, "mixup"), "error"])
+    assert trials.loc[(2, "plain"), "status"] == "TERMINATED" and trials.loc[(2, "plain"), "epochs_run"] == 3
     _assert_epochs_continuous(epochs, trials.reset_index())
     # The killed trial really ran again, in another process, from its checkpoint.
     pids = {row["pid"] for row in _result_rows(victim_dir)}
     assert pid in pids and len(pids) == 2
-    assert f"ERROR: trial {trials.loc[1, 'trial_id']}" in output and "DIVERGED" in output
+    assert f"ERROR: {trials.loc[(1, 'plain'), 'trial_id']}" in output and "DIVERGED" in output
 
 
 def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
@@ -175,12 +178,12 @@ def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(
     assert first.wait(120) == 130, first.output()[-3000:]
     assert f"--resume --storage-path {storage} --name r" in first.output()
     interrupted = pd.read_parquet(run_dir / "trials.parquet")
-    assert set(done_first) <= set(interrupted.loc[interrupted["status"] == "TERMINATED", "trial_id"])
+    assert set(done_first) <= set(interrupted.loc[interrupted["status"] == "TERMINATED", "pair_id"])
     first.kill_all()
     finished_rows = {t: len(_result_rows(d)) for t in done_first for d in run_dir.glob(f"*_{t}_*")}
 
     def reported_epochs() -> int:
-        return sum(len(_result_rows(d)) for d in run_dir.glob("train_trial_*"))
+        return sum(len(_result_rows(d)) for d in run_dir.glob("train_pair_*"))
 
     before_second = reported_epochs()
     second = drivers(resume, tmp_path / "log2.txt")
@@ -193,8 +196,8 @@ def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(
     assert third.wait(400) == 0, third.output()[-3000:]
     trials = pd.read_parquet(run_dir / "trials.parquet")
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
-    assert len(trials) == 6 and trials["trial_id"].is_unique
-    assert sorted(trials["config/seed"]) == [0, 1, 2, 3, 4, 5]
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert sorted(trials["config/seed"].unique()) == [0, 1, 2, 3, 4, 5]
     assert set(trials["status"]) == {"TERMINATED"} and (trials["epochs_run"] == 2).all()
     _assert_epochs_continuous(epochs, trials)
     for trial_id, rows in finished_rows.items():  # finished before the interruption: never re-run
@@ -206,7 +209,7 @@ WRITER = """
 import sys
 from pathlib import Path
 import numpy as np, pandas as pd
-from tune_mnist.results import write_parquet
+from tune_mnist.files import write_parquet
 path = Path(sys.argv[1])
 frames = [pd.DataFrame({"version": np.full(200_000, v), "x": np.arange(200_000) * v}) for v in (1, 2)]
 write_parquet(path, frames[0])

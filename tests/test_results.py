@@ -11,8 +11,8 @@ def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_
     assert main([str(small_run)]) == 0
     assert (small_run / "test_eval.parquet").stat().st_mtime_ns == evaluated
     out = capsys.readouterr().out
-    assert "MixUp minus plain" in out
-    assert "Test set, best trial of each arm by val_acc" in out
+    assert "Primary result" in out
+    assert "Test set, final model of each arm" in out
     assert "plain" in out and "mixup" in out
 
 

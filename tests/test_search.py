@@ -16,7 +16,6 @@ kernel_size: 3
 pooling: max
 num_dense: 0
 batch_size: 64
-mixup: {grid: [false, true]}
 seeds: 1
 """
 
@@ -32,13 +31,14 @@ def run_dir(tmp_path_factory):
         capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Mean val_acc" in result.stdout and str(root / "runs" / "it") in result.stdout
+    assert "Pairs: 2 TERMINATED" in result.stdout and str(root / "runs" / "it") in result.stdout
     return root / "runs" / "it"
 
 
-def test_trials_parquet_has_one_row_per_trial_in_both_arms(run_dir):
+def test_trials_parquet_has_one_row_per_arm_and_two_arms_per_pair(run_dir):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert (trials.groupby("pair_id")["arm"].apply(sorted) == ["mixup", "plain"]).all()
     assert set(trials["status"]) == {"TERMINATED"}
     assert sorted(zip(trials["config/num_conv"], trials["config/mixup"])) == [
         (0, False), (0, True), (1, False), (1, True)
@@ -89,25 +89,38 @@ def test_reused_workers_train_the_same_models(run_dir):
     pd.testing.assert_frame_equal(reused, fresh, rtol=1e-5)
 
 
-def test_asha_search_stops_no_later_than_max_epochs_and_writes_results(tmp_path):
-    (tmp_path / "space.yaml").write_text(SPACE)
+ASHA_SPACE = """
+num_conv: 0
+num_dense: 0
+batch_size: 50
+learning_rate: {grid: [0.002, 0.0000001]}
+seeds: 1
+"""
+
+
+def test_asha_stops_a_poor_pair_as_a_whole(tmp_path):
+    """Paired ASHA: the pair that cannot learn (learning rate 1e-7) stops at the first rung, both
+    arms together; the good pair, which reached the rung first, runs to --max-epochs."""
+    (tmp_path / "space.yaml").write_text(ASHA_SPACE)
     result = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(tmp_path / "space.yaml"), "--scheduler", "asha",
-         "--dataset", "mnist_sample", "--train-subset", "200", "--max-epochs", "3", "--reduction-factor", "2",
+        [sys.executable, "-m", "tune_mnist.run", "--space", str(tmp_path / "space.yaml"),
+         "--scheduler", "asha", "--dataset", "mnist_sample", "--train-subset", "200",
+         "--max-epochs", "3", "--reduction-factor", "2", "--max-concurrent", "1",
          "--storage-path", str(tmp_path / "runs"), "--name", "asha"],
         capture_output=True, text=True, timeout=400,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "runs" / "asha" / "trials.parquet")
     assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
-    assert trials["epochs_run"].between(1, 3).all()
+    runs = trials.groupby("config/learning_rate")["epochs_run"].agg(["min", "max"])
+    assert runs.loc[0.002].tolist() == [3, 3] and runs.loc[1e-7].tolist() == [1, 1]
     assert (tmp_path / "runs" / "asha" / "comparison.parquet").is_file()
 
 
 def test_manifest_records_how_the_run_was_made(run_dir):
     manifest = json.loads((run_dir / "run_manifest.json").read_text())
     assert manifest["dataset"]["name"] == "mnist_sample" and manifest["dataset"]["train"] == 400
-    assert manifest["space"]["mixup"] == {"grid": [False, True]}
+    assert manifest["space"]["num_conv"] == {"grid": [0, 1]} and "mixup" not in manifest["space"]
     assert manifest["versions"]["ray"] and manifest["ended"] and "--train-subset" in manifest["command"]
 
 

@@ -225,7 +225,7 @@ def collect(run_dir: str | Path) -> Tables:
     trials = _typed_trials(pd.DataFrame(trial_rows, columns=_trial_columns()))
     epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
     val_predictions = _typed_predictions(predictions)
-    comparison = compare(trials, epochs, val_predictions)
+    comparison = compare(trials, epochs, val_predictions if len(val_predictions) else None)
     return Tables(trials, epochs, val_predictions, comparison)
 
 
