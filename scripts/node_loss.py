@@ -31,7 +31,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_SH = REPO / "cluster" / "local.sh"
-SPACE = "num_conv: {grid: [0, 1, 2]}\nmixup: {grid: [false, true]}\nnum_dense: 0\nbatch_size: 50\nseed: 0\n"  # 6 trials
+SPACE = "num_conv: {grid: [0, 1, 2]}\nnum_dense: 0\nbatch_size: 50\nseed: 0\n"  # 3 pairs, 6 models
 
 
 def free_port() -> int:
@@ -154,14 +154,16 @@ def main() -> int:
         trials = pd.read_parquet(run_dir / "trials.parquet")
         epochs = pd.read_parquet(run_dir / "epochs.parquet")
         expected = set(range(1, args.max_epochs + 1))
-        checks["6 trials, each once, all TERMINATED"] = (
-            len(trials) == 6 and trials["trial_id"].is_unique and set(trials["status"]) == {"TERMINATED"})
+        checks["3 pairs (6 arms), each once, all TERMINATED"] = (
+            len(trials) == 6 and trials["pair_id"].nunique() == 3 and trials["trial_id"].is_unique
+            and set(trials["status"]) == {"TERMINATED"})
         checks["every trial has epochs 1..N exactly once"] = (
             not epochs.duplicated(["trial_id", "epoch"]).any()
             and all(set(group["epoch"]) == expected for _, group in epochs.groupby("trial_id")))
-        moved = epochs[epochs["trial_id"].isin(hit)]
+        # `hit` holds pair (Tune trial) ids; epochs.parquet has a row per arm: "<pair id>-<arm>".
+        moved = epochs[epochs["trial_id"].str.rsplit("-", n=1).str[0].isin(hit)]
         resumed = {}
-        for trial_id in hit:
+        for trial_id in moved["trial_id"].unique():
             rows = moved[moved["trial_id"] == trial_id].sort_values("epoch")
             last_on_victim = int(rows.loc[rows["node_id"] == victim, "epoch"].max())
             after = rows[rows["epoch"] > last_on_victim]

@@ -47,7 +47,7 @@ def _rss_by_group(session: int, driver_pid: int) -> dict[str, float]:
 
 
 def _finished(run_dir: Path) -> int:
-    return sum(1 for f in run_dir.glob("train_trial_*/result.json") if f.stat().st_size > 0)
+    return sum(1 for f in run_dir.glob("train_pair_*/result.json") if f.stat().st_size > 0)
 
 
 def main() -> int:
@@ -98,7 +98,7 @@ def main() -> int:
     trials = pd.read_parquet(run_dir / "trials.parquet") if (run_dir / "trials.parquet").is_file() else pd.DataFrame()
     print(f"search exit status {driver.returncode}, {len(trials)} of {args.trials} trials in trials.parquet, "
           f"{frame['seconds'].iloc[-1]:.0f} s; log {storage / 'soak.log'}; samples {args.out}")
-    ok = driver.returncode == 0 and len(trials) == args.trials and trials["trial_id"].is_unique
+    ok = driver.returncode == 0 and trials["pair_id"].nunique() == args.trials and trials["trial_id"].is_unique
     for group in GROUPS:
         # Workers come and go with trials: compare the peak of a window of samples, not one sample.
         first = at_mark[group].head(30).max()

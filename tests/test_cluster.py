@@ -23,7 +23,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SH = REPO_ROOT / "cluster" / "local.sh"
 SMOKE_SPACE = "tests/spaces/cluster_smoke.yaml"  # relative to the job's working dir
-SMOKE_TRIALS = 6
+SMOKE_TRIALS = 6  # arm rows: 3 pairs
 
 pytestmark = pytest.mark.cluster
 
@@ -142,7 +142,7 @@ def test_a_search_runs_every_trial_once_across_nodes(cluster: LocalCluster):
     assert trials["trial_id"].is_unique
     assert set(trials["status"]) == {"TERMINATED"}
     assert trials[["config/num_conv", "config/mixup"]].drop_duplicates().shape[0] == SMOKE_TRIALS
-    # One CPU per node and per trial: three trials at a time can only run on three nodes.
+    # One CPU per node and per trial: three pairs at a time can only run on three nodes.
     assert trials["node_id"].nunique() >= 2
 
 

@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory):
 def test_trials_parquet_has_one_row_per_arm_and_two_arms_per_pair(run_dir):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
-    assert (trials.groupby("pair_id")["arm"].apply(sorted) == ["mixup", "plain"]).all()
+    assert all(sorted(arms) == ["mixup", "plain"] for _, arms in trials.groupby("pair_id")["arm"])
     assert set(trials["status"]) == {"TERMINATED"}
     assert sorted(zip(trials["config/num_conv"], trials["config/mixup"])) == [
         (0, False), (0, True), (1, False), (1, True)
@@ -63,7 +63,8 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
         assert epochs[metric].between(0, 1).all()
     assert (epochs["images_per_second"] > 0).all() and (epochs["epoch_seconds"] > 0).all()
     best = epochs.loc[epochs.groupby("trial_id")["val_acc"].idxmax()].set_index("trial_id")
-    assert (best["val_acc"] == trials.set_index("trial_id")["best_val_acc"]).all()
+    chosen = trials.set_index("trial_id")["best_val_acc"].reindex(best.index)
+    assert (best["val_acc"] == chosen).all()
 
 
 def test_reused_workers_train_the_same_models(run_dir):
