@@ -152,7 +152,8 @@ def collect(run_dir: str | Path) -> Tables:
         finite = [r for r in epochs if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
         best = max(finite, key=lambda r: r["val_acc"]) if finite else {}
         row: dict[str, Any] = {"trial_id": trial_id, "status": status}
-        row.update({f"config/{k}": config.get(k) for k in KEYS})
+        # A run made before a key existed was built with its default.
+        row.update({f"config/{k}": config.get(k, spec.default) for k, spec in KEYS.items()})
         row["best_epoch"] = best.get("epoch")
         row.update({f"best_{m}": best.get(m) for m in SUMMARY_METRICS})
         row.update({f"last_{m}": last.get(m) for m in SUMMARY_METRICS})
