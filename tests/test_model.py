@@ -1,27 +1,136 @@
+from pathlib import Path
+
+import keras
 import numpy as np
+import pytest
+from keras import layers
 
 from tune_mnist.model import build_model, compile_model, conv_filters
-from tune_mnist.space import KEYS
+from tune_mnist.space import KEYS, load_space
 
 DEFAULTS = {k: spec.default for k, spec in KEYS.items()}
+SEED_GRID = Path(__file__).resolve().parent.parent / "search_spaces" / "seed_grid.yaml"
+NOTEBOOK_PARAMS = {
+    (2, 0): 403_438, (2, 1): 290_692, (2, 2): 290_802,
+    (3, 0): 550_942, (3, 1): 400_564, (3, 2): 400_674,
+    (4, 0): 708_874, (4, 1): 520_864, (4, 2): 520_974,
+}  # fmt: skip
 
 
-def original(num_conv: int) -> dict:
-    """The original study's setting: 5x5 convs of 24, 36, 48 ... filters, batch norm, no pooling."""
+def notebook_model(num_conv: int, num_dense: int) -> keras.Sequential:
+    """The original notebook's create_model(num_conv, num_dense), rebuilt in Keras 3."""
+    model = keras.Sequential()
+    model.add(keras.Input(shape=(28, 28, 1)))
+    for i in range(num_conv):
+        model.add(layers.Conv2D(24 + 12 * i, kernel_size=3, padding="same"))
+        model.add(layers.ReLU())
+        model.add(layers.BatchNormalization())
+    model.add(layers.Flatten())
+    model.add(layers.Dropout(0.4))
+    for _ in range(num_dense):
+        model.add(layers.Dense(10, activation="relu"))
+        model.add(layers.Dropout(0.4))
+    model.add(layers.BatchNormalization())
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+
+
+def describe(model: keras.Model) -> list[tuple]:
+    """Each layer's type, shape-defining settings and weight shapes (InputLayer ignored)."""
+    settings = ("filters", "kernel_size", "padding", "strides", "use_bias", "units", "activation",
+                "rate", "axis", "center", "scale", "epsilon")  # fmt: skip
+    return [
+        (
+            type(layer).__name__,
+            {k: v for k, v in layer.get_config().items() if k in settings},
+            [tuple(w.shape) for w in layer.weights],
+        )
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+@pytest.fixture(scope="module")
+def seed_grid_models() -> dict[tuple[int, int], dict]:
+    configs = load_space(SEED_GRID).grid_configs()
+    return {(c["num_conv"], c["num_dense"]): c for c in configs}
+
+
+def test_seed_grid_builds_the_notebooks_nine_models(seed_grid_models):
+    assert sorted(seed_grid_models) == sorted(NOTEBOOK_PARAMS)
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    for (num_conv, num_dense), config in seed_grid_models.items():
+        ours, theirs = build_model(config), notebook_model(num_conv, num_dense)
+        assert describe(ours) == describe(theirs), (num_conv, num_dense)
+        assert ours.count_params() == theirs.count_params() == NOTEBOOK_PARAMS[num_conv, num_dense]
+        # Same weights, same function (inference mode: dropout off, batch norm's moving statistics).
+        weights = [w + np.float32(0.1) for w in theirs.get_weights()]  # non-trivial BN statistics
+        theirs.set_weights(weights)
+        ours.set_weights(weights)
+        np.testing.assert_allclose(
+            ours(images, training=False), theirs(images, training=False), rtol=1e-5, atol=1e-6
+        )
+    assert build_model(seed_grid_models[2, 0]).count_params() == 403_438
+
+
+def test_notebook_parameter_count_by_hand():
+    conv = (3 * 3 * 1 * 24 + 24) + 4 * 24 + (3 * 3 * 24 * 36 + 36) + 4 * 36
+    assert conv + 4 * 28 * 28 * 36 + (28 * 28 * 36 * 10 + 10) == 403_438
+    assert notebook_model(2, 0).count_params() == 403_438
+
+
+def test_default_block_style_is_unchanged():
+    names = lambda model: [type(layer).__name__ for layer in model.layers]  # noqa: E731
+    conv = ["Conv2D", "BatchNormalization", "ReLU", "Dropout"]
+    assert names(build_model(DEFAULTS)) == [*conv, *conv, "Flatten", "Dense"]
+    config = DEFAULTS | {"num_conv": 1, "num_dense": 2, "pooling": "max"}
+    dense = ["Dense", "BatchNormalization", "ReLU", "Dropout"]
+    assert names(build_model(config)) == [
+        "Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D", "Dropout", "Flatten",
+        *dense, *dense, "Dense",
+    ]  # fmt: skip
+    model = build_model(config)
+    assert not model.layers[0].use_bias and not model.layers[6].use_bias  # batch norm's offset
+    no_bn = build_model(config | {"batch_norm": False, "dropout": 0.0})
+    assert names(no_bn) == [
+        "Conv2D",
+        "ReLU",
+        "MaxPooling2D",
+        "Flatten",
+        *["Dense", "ReLU"] * 2,
+        "Dense",
+    ]
+
+
+def test_config_without_the_block_style_keys_builds_the_default_style():
+    new_keys = ("block_order", "dropout_at", "dense_batch_norm", "final_batch_norm")
+    old_config = {k: v for k, v in DEFAULTS.items() if k not in new_keys} | {"num_dense": 1}
+    assert describe(build_model(old_config)) == describe(build_model(DEFAULTS | {"num_dense": 1}))
+
+
+def test_batch_norm_false_removes_every_batch_norm(seed_grid_models):
+    config = seed_grid_models[2, 1] | {"batch_norm": False}
+    model = build_model(config)
+    assert not any(isinstance(layer, layers.BatchNormalization) for layer in model.layers)
+    assert all(layer.use_bias for layer in model.layers if isinstance(layer, layers.Conv2D))
+
+
+def project_style(num_conv: int) -> dict:
+    """The default block style at the original study's sizes, with the default 5x5 kernels."""
     return DEFAULTS | {"num_conv": num_conv, "num_dense": 0, "dense_units": 10, "dropout": 0.4}
 
 
 def expected_params(num_conv: int) -> int:
-    filters, count, channels = conv_filters(original(num_conv)), 0, 1
+    filters, count, channels = conv_filters(project_style(num_conv)), 0, 1
     for f in filters:
         count += 5 * 5 * channels * f + 4 * f  # conv kernel (no bias) + batch norm (4 per channel)
         channels = f
     return count + (28 * 28 * channels + 1) * 10  # softmax layer on the flattened maps
 
 
-def test_original_study_parameter_counts():
-    assert conv_filters(original(4)) == [24, 36, 48, 60]
-    counts = {n: build_model(original(n)).count_params() for n in (2, 3, 4)}
+def test_default_style_parameter_counts():
+    assert conv_filters(project_style(4)) == [24, 36, 48, 60]
+    counts = {n: build_model(project_style(n)).count_params() for n in (2, 3, 4)}
     assert counts == {n: expected_params(n) for n in (2, 3, 4)}
     assert counts[2] == 304_690
 
@@ -35,8 +144,10 @@ def test_model_outputs_probabilities_for_every_option():
     config = DEFAULTS | {
         "num_conv": 2, "pooling": "max", "num_dense": 2, "dense_units": 16, "augment": True,
         "input_noise": 0.1, "l2": 1e-4, "optimizer": "sgd", "batch_norm": False,
-    }
-    model = compile_model(config)
-    probs = model.predict(np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32), verbose=0)
-    assert probs.shape == (4, 10)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    }  # fmt: skip
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    for style in ({}, {"block_order": "relu_bn", "dropout_at": "flatten", "batch_norm": True,
+                       "dense_batch_norm": True, "final_batch_norm": True}):  # fmt: skip
+        probs = compile_model(config | style).predict(images, verbose=0)
+        assert probs.shape == (4, 10)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

@@ -10,15 +10,34 @@ SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 def test_seed_grid_is_the_original_study():
     space = load_space(SPACES / "seed_grid.yaml")
     configs = space.grid_configs()
-    assert len(configs) == 18
-    assert {(c["num_conv"], c["num_dense"]) for c in configs} == {(c, d) for c in (2, 3, 4) for d in (0, 1, 2)}
-    assert all(c["dense_units"] == 10 and c["dropout"] == 0.4 and c["batch_size"] == 50 for c in configs)
-    assert sum(c["mixup"] for c in configs) == 9
+    assert len(configs) == 9  # pairs: each trains a plain and a MixUp model
+    architectures = {(c, d) for c in (2, 3, 4) for d in (0, 1, 2)}
+    assert {(c["num_conv"], c["num_dense"]) for c in configs} == architectures
+    notebook = {
+        "filters": 24, "filters_step": 12, "kernel_size": 3, "pooling": "none", "batch_norm": True,
+        "block_order": "relu_bn", "dense_batch_norm": False, "final_batch_norm": True,
+        "dense_units": 10, "dropout": 0.4, "dropout_at": "flatten", "optimizer": "adam",
+        "learning_rate": 1e-3, "batch_size": 50, "mixup_alpha": 0.2, "seed": 0,
+    }  # fmt: skip
+    assert all({k: c[k] for k in notebook} == notebook for c in configs)
+
+
+def test_block_style_defaults_keep_the_project_style():
+    constants = parse_space({}).constants
+    assert constants["block_order"] == "bn_relu" and constants["dropout_at"] == "blocks"
+    assert constants["dense_batch_norm"] is True and constants["final_batch_norm"] is False
+
+
+def test_batch_norm_grid_may_combine_with_batch_norm_places():
+    space = parse_space({"batch_norm": {"grid": [False, True]}, "final_batch_norm": True})
+    assert space.grid_size == 2
+    off = parse_space({"batch_norm": False, "final_batch_norm": False})
+    assert off.constants["batch_norm"] is False
 
 
 def test_seeds_repeat_every_configuration_and_cli_overrides():
     space = load_space(SPACES / "seed_grid.yaml", seeds=3)
-    assert space.num_trials(1) == 54
+    assert space.num_trials(1) == 27
     assert sorted({c["seed"] for c in space.grid_configs()}) == [0, 1, 2]
 
 
@@ -50,10 +69,20 @@ def test_random_keys_become_tune_domains():
         ("learning_rate: -0.01\n", "key 'learning_rate': -0.01 is out of range"),
         ("num_conv: 7\n", "key 'num_conv': 7 is out of range"),
         ("mixup: yes please\n", "key 'mixup'"),
+        ("mixup: {grid: [false, true]}\n", "trained with and without MixUp"),
         ("uniform_key: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
         ("seeds: 0\n", "'seeds' must be an integer"),
         ("- a list\n", "expected a mapping"),
         ("dropout: {uniform: [0.5, 0.1]}\n", "low < high"),
+        ("block_order: conv_bn_relu\n", "key 'block_order': 'conv_bn_relu' is out of range"),
+        ("block_order: {uniform: [bn_relu, relu_bn]}\n", "key 'block_order': 'uniform' needs a"),
+        ("dropout_at: everywhere\n", "key 'dropout_at': 'everywhere' is out of range"),
+        ("dropout_at: 1\n", "key 'dropout_at': 1 is not 'blocks' or 'flatten'"),
+        ("dense_batch_norm: 1\n", "key 'dense_batch_norm': 1 is not true or false"),
+        ("final_batch_norm: maybe\n", "key 'final_batch_norm': 'maybe' is not true or false"),
+        ("batch_norm: false\nfinal_batch_norm: true\n", "'final_batch_norm': true needs"),
+        ("batch_norm: false\ndense_batch_norm: {grid: [0, 1]}\n", "'dense_batch_norm': 0 is not"),
+        ("batch_norm: false\ndense_batch_norm: {choice: [true]}\n", "'dense_batch_norm': true"),
     ],
 )
 def test_bad_space_names_file_key_and_problem(tmp_path, text, message):

@@ -1,8 +1,20 @@
-"""The CNN of a configuration: conv blocks, dense layers, a softmax over 10 classes.
+"""The CNN of a configuration: conv blocks, hidden dense layers, a softmax over 10 classes.
 
 `num_conv: 0` gives an MLP, and with `num_dense: 0` a multinomial logistic regression. Conv layer i
 has `filters + i * filters_step` filters (24, 36, 48 ... as in the original study), 'same' padding,
-then batch norm (optional), ReLU, optional 2x2 max pooling and dropout.
+optional 2x2 max pooling after each conv block. Two block styles, chosen by search-space keys:
+
+- the project's (the defaults: `block_order: bn_relu`, `dropout_at: blocks`,
+  `dense_batch_norm: true`, `final_batch_norm: false`):
+  Conv2D (no bias) -> BatchNorm -> ReLU -> Dropout per conv block; Flatten;
+  Dense (no bias) -> BatchNorm -> ReLU -> Dropout per hidden dense layer; Dense softmax.
+- the original notebook's `create_model(num_conv, num_dense)` (`block_order: relu_bn`,
+  `dropout_at: flatten`, `dense_batch_norm: false`, `final_batch_norm: true`; see
+  search_spaces/seed_grid.yaml):
+  Conv2D (with bias) -> ReLU -> BatchNorm per conv block; Flatten -> Dropout;
+  Dense(activation='relu') -> Dropout per hidden dense layer; BatchNorm -> Dense softmax.
+
+The keys combine freely; `batch_norm: false` removes every batch norm layer whatever the others say.
 """
 
 from __future__ import annotations
@@ -13,9 +25,11 @@ import keras
 from keras import layers
 
 from tune_mnist.data import IMAGE_SHAPE, NUM_CLASSES
+from tune_mnist.space import KEYS
 
 # Keras' default (0.99) needs hundreds of steps before the moving statistics used at evaluation
 # match the data; short searches on small subsets then validate a model that is not the one trained.
+# The original notebook used Keras' default; the momentum changes no shape or parameter count.
 BN_MOMENTUM = 0.9
 
 
@@ -23,8 +37,61 @@ def conv_filters(config: dict[str, Any]) -> list[int]:
     return [config["filters"] + i * config["filters_step"] for i in range(config["num_conv"])]
 
 
+def _batch_norm(on: bool) -> list[layers.Layer]:
+    return [layers.BatchNormalization(momentum=BN_MOMENTUM)] if on else []
+
+
+def _dropout(config: dict[str, Any]) -> list[layers.Layer]:
+    return [layers.Dropout(config["dropout"])] if config["dropout"] > 0 else []
+
+
+def _use_bias(config: dict[str, Any], norm: bool) -> bool:
+    # A batch norm right after the layer makes its bias redundant (its offset replaces it); a batch
+    # norm after the ReLU does not, so `relu_bn` layers keep their bias, as in the notebook.
+    return not (norm and config["block_order"] == "bn_relu")
+
+
+def conv_block(config: dict[str, Any], filters: int, regularizer: Any) -> list[layers.Layer]:
+    """Conv2D, batch norm and ReLU in `block_order`; pooling; dropout if `dropout_at: blocks`."""
+    norm = config["batch_norm"]
+    conv = layers.Conv2D(
+        filters,
+        config["kernel_size"],
+        padding="same",
+        use_bias=_use_bias(config, norm),
+        kernel_regularizer=regularizer,
+    )
+    if config["block_order"] == "bn_relu":
+        block = [conv, *_batch_norm(norm), layers.ReLU()]
+    else:
+        block = [conv, layers.ReLU(), *_batch_norm(norm)]
+    if config["pooling"] == "max":
+        block.append(layers.MaxPooling2D(2, padding="same"))
+    if config["dropout_at"] == "blocks":
+        block += _dropout(config)
+    return block
+
+
+def dense_block(config: dict[str, Any], regularizer: Any) -> list[layers.Layer]:
+    """A hidden dense layer, batch norm (`dense_batch_norm`) and ReLU in `block_order`, dropout."""
+    norm = config["batch_norm"] and config["dense_batch_norm"]
+    units = config["dense_units"]
+    if config["block_order"] == "bn_relu":
+        dense = layers.Dense(
+            units, use_bias=_use_bias(config, norm), kernel_regularizer=regularizer
+        )
+        block = [dense, *_batch_norm(norm), layers.ReLU()]
+    else:
+        # Written as the notebook writes it: the ReLU is the Dense layer's activation.
+        dense = layers.Dense(units, activation="relu", kernel_regularizer=regularizer)
+        block = [dense, *_batch_norm(norm)]
+    return block + _dropout(config)  # after every hidden dense layer, whatever `dropout_at` says
+
+
 def build_model(config: dict[str, Any]) -> keras.Model:
     """An uncompiled Keras model for one configuration (input: float images in [0, 1])."""
+    # A trial recorded before a key existed (an old run resumed) was built with the key's default.
+    config = {key: spec.default for key, spec in KEYS.items()} | config
     regularizer = keras.regularizers.L2(config["l2"]) if config["l2"] > 0 else None
     model = keras.Sequential(name="cnn")
     model.add(keras.Input(shape=(*IMAGE_SHAPE, 1)))
@@ -35,38 +102,19 @@ def build_model(config: dict[str, Any]) -> keras.Model:
         model.add(layers.RandomZoom(0.1, fill_mode="constant"))
     if config["input_noise"] > 0:
         model.add(layers.GaussianNoise(config["input_noise"]))
-    for filters in conv_filters(config):
-        model.add(
-            layers.Conv2D(
-                filters,
-                config["kernel_size"],
-                padding="same",
-                use_bias=not config["batch_norm"],  # batch norm's offset makes a bias redundant
-                kernel_regularizer=regularizer,
-            )
-        )
-        if config["batch_norm"]:
-            model.add(layers.BatchNormalization(momentum=BN_MOMENTUM))
-        model.add(layers.ReLU())
-        if config["pooling"] == "max":
-            model.add(layers.MaxPooling2D(2, padding="same"))
-        if config["dropout"] > 0:
-            model.add(layers.Dropout(config["dropout"]))
-    model.add(layers.Flatten())
+    body = [layer for f in conv_filters(config) for layer in conv_block(config, f, regularizer)]
+    body.append(layers.Flatten())
+    if config["dropout_at"] == "flatten":
+        body += _dropout(config)
     for _ in range(config["num_dense"]):
-        model.add(
-            layers.Dense(
-                config["dense_units"],
-                use_bias=not config["batch_norm"],
-                kernel_regularizer=regularizer,
-            )
-        )
-        if config["batch_norm"]:
-            model.add(layers.BatchNormalization(momentum=BN_MOMENTUM))
-        model.add(layers.ReLU())
-        if config["dropout"] > 0:
-            model.add(layers.Dropout(config["dropout"]))
-    model.add(layers.Dense(NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer))
+        body += dense_block(config, regularizer)
+    # As the notebook's description says, literally: the batch norm before the softmax normalizes
+    # whatever precedes it, the flattened feature maps (28*28*36 = 28,224 features for 2 conv
+    # layers) without hidden dense layers, else the last hidden dense layer's `dense_units` outputs.
+    body += _batch_norm(config["batch_norm"] and config["final_batch_norm"])
+    body.append(layers.Dense(NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer))
+    for layer in body:
+        model.add(layer)
     return model
 
 

@@ -173,7 +173,7 @@ def _trial_row(pair: PairRecord, arm: str, epochs: list[dict[str, Any]]) -> dict
         "pair_id": pair.pair_id,
         "arm": arm,
         "status": _arm_status(pair, epochs),
-        **{f"config/{k}": pair.config.get(k) for k in KEYS},
+        **{f"config/{k}": pair.config.get(k, spec.default) for k, spec in KEYS.items()},
         "config/mixup": ARMS[arm],
         "best_epoch": best.get("epoch"),
         **{f"best_{m}": best.get(m) for m in MODEL_METRICS},

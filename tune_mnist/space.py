@@ -33,6 +33,12 @@ def _between(lo: float, hi: float) -> Callable[[Any], bool]:
     return lambda v: lo <= v <= hi
 
 
+BLOCK_ORDERS = ("bn_relu", "relu_bn")
+DROPOUT_AT = ("blocks", "flatten")
+# Where batch norms go when `batch_norm` is true; a file that sets `batch_norm: false` may not ask
+# for one (with `batch_norm` a grid or choice, they are simply absent where it is false).
+BATCH_NORM_PLACES = ("dense_batch_norm", "final_batch_norm")
+
 KEYS: dict[str, Key] = {
     "num_conv": Key(2, int, _between(0, 6), "an integer from 0 to 6"),
     "filters": Key(24, int, _between(1, 1024), "an integer from 1 to 1024"),
@@ -40,9 +46,15 @@ KEYS: dict[str, Key] = {
     "kernel_size": Key(5, int, _between(1, 28), "an integer from 1 to 28"),
     "pooling": Key("none", str, lambda v: v in ("none", "max"), "'none' or 'max'"),
     "batch_norm": Key(True, bool, lambda v: True, "true or false"),
+    # The block style (tune_mnist/model.py): the defaults build the project's blocks; relu_bn,
+    # flatten, false, true the original notebook's. `batch_norm: false` removes every batch norm.
+    "block_order": Key("bn_relu", str, lambda v: v in BLOCK_ORDERS, "'bn_relu' or 'relu_bn'"),
+    "dense_batch_norm": Key(True, bool, lambda v: True, "true or false"),
+    "final_batch_norm": Key(False, bool, lambda v: True, "true or false"),
     "num_dense": Key(0, int, _between(0, 4), "an integer from 0 to 4"),
     "dense_units": Key(128, int, _between(1, 8192), "an integer from 1 to 8192"),
     "dropout": Key(0.4, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "dropout_at": Key("blocks", str, lambda v: v in DROPOUT_AT, "'blocks' or 'flatten'"),
     "l2": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
     "optimizer": Key("adam", str, lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
     "learning_rate": Key(1e-3, float, lambda v: 0 < v <= 10, "a number in (0, 10]"),
@@ -173,6 +185,14 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
             raise SpaceError(f"{source}: key '{key}': a list needs a kind, e.g. {key}: {{grid: {value}}}")
         else:
             constants[key] = _coerce(source, key, value)
+    if constants.get("batch_norm") is False:
+        for key in BATCH_NORM_PLACES:
+            asked = grids.get(key) or randoms.get(key, ("", []))[1] or [constants.get(key)]
+            if key in document and True in asked:
+                raise SpaceError(
+                    f"{source}: key '{key}': true needs batch_norm: true "
+                    "(batch_norm: false switches every batch norm off)"
+                )
     n_seeds = seeds if seeds is not None else file_seeds
     if n_seeds is not None:
         if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= MAX_SEEDS:
