@@ -1,22 +1,22 @@
-"""Does MixUp help? Paired comparison of MixUp and plain trials, with confidence intervals.
+"""Does MixUp help? The paired comparison, by a protocol fixed before any number is seen.
 
-Every configuration is trained twice, with and without MixUp, under the same seed. The two
-trials of an (architecture, seed) pair differ only in MixUp, so the test is on the paired
-differences ``mixup - plain`` of each trial's metrics at its best validation epoch.
+One Ray Tune trial trains both arms of a pair, plain and MixUp, from the same initial weights on
+the same batches. Each pair is compared at its *compared epoch*, the last epoch both arms ran.
+The primary result is the mean of ``mixup - plain`` in ``val_acc`` there, pooled over every
+architecture, with an interval over seeds and validation images and a sign-flip permutation
+p-value. Pairs that share a seed are one cluster; per-architecture rows are exploratory (Holm);
+failed arms are counted, and scored at chance in a sensitivity row.
 
 >>> import pandas as pd
 >>> trials = pd.DataFrame({
-...     "trial_id": ["a", "b"], "status": ["TERMINATED", "TERMINATED"],
-...     "architecture": ["num_conv=2", "num_conv=2"], "config/mixup": [False, True],
-...     "config/seed": [0, 0], "epochs_run": [5, 5],
-...     "best_val_acc": [0.97, 0.98], "best_val_mixed_acc": [0.80, 0.85]})
->>> print(format_comparison(paired_comparison(trials, metrics=["val_acc"])))
-val_acc:
-architecture  n   plain   mixup  mixup - plain [interval]  p
-num_conv=2    1  0.9700  0.9800                   +0.0100  -
-all           1  0.9700  0.9800                   +0.0100  -
-<BLANKLINE>
-No confidence intervals: an interval needs at least 2 seeds per architecture. Run with --seeds 3 or more.
+...     "trial_id": ["t0-plain", "t0-mixup", "t1-plain", "t1-mixup"],
+...     "pair_id": ["t0", "t0", "t1", "t1"], "arm": ["plain", "mixup"] * 2,
+...     "status": "TERMINATED", "architecture": "base", "config/seed": [0, 0, 1, 1]})
+>>> epochs = pd.DataFrame({"trial_id": trials["trial_id"], "epoch": 5,
+...                        "val_acc": [0.90, 0.92, 0.91, 0.92]})
+>>> row = compare(trials, epochs).iloc[0]  # the primary row: val_acc, pooled
+>>> print(row["n_seeds"], row["plain"], row["mixup"], row["diff"], row["p_value"])
+2 0.905 0.92 0.015 0.5
 """
 
 from __future__ import annotations
@@ -27,229 +27,546 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["paired_comparison", "format_comparison"]
+from tune_mnist.space import ARMS, POOLED
 
-POOLED = "all"
-MIN_PAIRS_FOR_INTERVAL = 2
-MIN_PAIRS_FOR_BOOTSTRAP = 10
-_PAIR_KEY = ["architecture", "config/seed"]
+__all__ = ["compare", "format_comparison", "holm"]
 
+METRICS = ("val_acc", "val_mixed_acc", "val_ece")
+PRIMARY_METRIC = "val_acc"
+SENSITIVITY = f"{POOLED} (failed arms at chance)"
+CHANCE_ACCURACY = 0.1  # ten classes in every MNIST-family dataset
+FAILED = ("ERROR", "DIVERGED")
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+STATUSES = ("TERMINATED", *FAILED, *UNFINISHED)
+# Differences are rounded to 1e-9, far below an accuracy step (1 / n_val), so that float noise
+# cannot make equal differences unequal: ties stay ties in the interval and the permutation test.
+DECIMALS = 9
+MAX_EXACT_SEEDS = 16  # 2**16 sign flips are enumerated; beyond, Monte Carlo
+MONTE_CARLO_FLIPS = 20_000
+TWO_LEVEL = "two-level t (seeds, validation images)"
+SEEDS_ONLY = "paired t over seeds"
+ONE_SEED = "one seed: run --seeds 3 or more"
 
-def _pairs(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Finished MixUp/plain pairs that ran the same number of epochs, and dropped pairs per architecture.
-
-    Returns one row per compared pair (columns suffixed ``_plain`` / ``_mixup``) and, per
-    architecture, how many (architecture, seed) pairs of the search were not compared: an arm
-    did not finish (error, divergence, still running) or, under ASHA, the two arms were stopped
-    at different epochs, which would compare a longer-trained model against a shorter one.
-    """
-    duplicated = trials.duplicated(_PAIR_KEY + ["config/mixup"], keep=False)
-    if duplicated.any():
-        keys = trials.loc[duplicated, _PAIR_KEY + ["config/mixup"]].drop_duplicates()
-        raise ValueError(f"several trials share (architecture, config/seed, config/mixup):\n{keys}")
-    finished = trials[trials["status"] == "TERMINATED"]
-    is_mixup = finished["config/mixup"].astype(bool)
-    pairs = finished[~is_mixup].merge(finished[is_mixup], on=_PAIR_KEY, suffixes=("_plain", "_mixup"))
-    pairs = pairs[pairs["epochs_run_plain"] == pairs["epochs_run_mixup"]]
-    planned = trials.drop_duplicates(_PAIR_KEY).groupby("architecture").size()
-    compared = pairs.groupby("architecture").size().reindex(planned.index, fill_value=0)
-    return pairs, (planned - compared).astype(np.int64)
-
-
-def _ci_method(n_pairs: int) -> str:
-    """How the interval is made for this many pairs: the bootstrap needs enough pairs to resample."""
-    if n_pairs >= MIN_PAIRS_FOR_BOOTSTRAP:
-        return "bootstrap BCa"
-    if n_pairs >= MIN_PAIRS_FOR_INTERVAL:
-        return "paired t"
-    return "none"
+COLUMNS: dict[str, type] = {
+    "metric": str, "role": str, "architecture": str,
+    "n_pairs": np.int64, "n_seeds": np.int64,
+    "plain": np.float64, "mixup": np.float64, "diff": np.float64,
+    "ci_low": np.float64, "ci_high": np.float64, "ci_method": str,
+    "seed_ci_low": np.float64, "seed_ci_high": np.float64, "ci_note": str,
+    "p_value": np.float64, "p_holm": np.float64, "arm_correlation": np.float64,
+    "n_error_plain": np.int64, "n_error_mixup": np.int64,
+    "n_diverged_plain": np.int64, "n_diverged_mixup": np.int64, "n_unfinished": np.int64,
+    "best_plain": np.float64, "best_mixup": np.float64, "best_diff": np.float64,
+}  # fmt: skip
 
 
-def _interval(
-    differences: np.ndarray, *, confidence: float, n_resamples: int, seed: int
-) -> tuple[float, float]:
-    """Confidence interval for the mean paired difference, by the method ``_ci_method`` names."""
-    method = _ci_method(len(differences))
-    if method == "none" or not np.isfinite(differences).all():
-        return np.nan, np.nan
-    if np.ptp(differences) == 0:
-        # Every resample of a constant sample has the same mean, and its standard error is 0,
-        # so both methods' limit is the point itself; BCa would divide by zero getting there.
-        return float(differences[0]), float(differences[0])
-    if method == "bootstrap BCa":
-        result = stats.bootstrap(
-            (differences,),
-            np.mean,
-            confidence_level=confidence,
-            n_resamples=n_resamples,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-        return float(result.confidence_interval.low), float(result.confidence_interval.high)
-    half_width = stats.t.ppf((1 + confidence) / 2, df=len(differences) - 1) * stats.sem(differences)
-    mean = float(differences.mean())
-    return mean - half_width, mean + half_width
-
-
-def _p_value(differences: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value; 1.0 when the arms never differ (no evidence)."""
-    if len(differences) < MIN_PAIRS_FOR_INTERVAL or not np.isfinite(differences).all():
-        return np.nan
-    if not differences.any():
-        # scipy has no non-zero difference to rank; identical arms are the null hypothesis itself.
-        return 1.0
-    return float(stats.wilcoxon(differences).pvalue)
-
-
-def _mean(values: np.ndarray) -> float:
-    """Mean that is NaN, without a warning, for no values."""
-    return float(np.mean(values)) if len(values) else np.nan
-
-
-def _summary_row(
-    architecture: str,
-    pairs: pd.DataFrame,
-    n_dropped: int,
-    *,
-    metrics: Sequence[str],
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-) -> dict[str, object]:
-    """One row of the comparison table for the given pairs."""
-    row: dict[str, object] = {
-        "architecture": architecture,
-        "n_pairs": len(pairs),
-        "n_dropped": n_dropped,
-        "ci_method": _ci_method(len(pairs)),
-    }
-    for metric in metrics:
-        plain = pairs[f"best_{metric}_plain"].to_numpy(dtype=np.float64)
-        mixup = pairs[f"best_{metric}_mixup"].to_numpy(dtype=np.float64)
-        differences = mixup - plain
-        low, high = _interval(differences, confidence=confidence, n_resamples=n_resamples, seed=seed)
-        row[f"{metric}_plain"] = _mean(plain)
-        row[f"{metric}_mixup"] = _mean(mixup)
-        row[f"diff_{metric}"] = _mean(differences)
-        row[f"ci_low_{metric}"] = low
-        row[f"ci_high_{metric}"] = high
-        row[f"p_value_{metric}"] = _p_value(differences)
-    for arm in ("plain", "mixup"):
-        column = f"best_val_ece_{arm}"
-        row[f"val_ece_{arm}"] = _mean(pairs[column].to_numpy(dtype=np.float64)) if column in pairs else np.nan
-    return row
-
-
-def paired_comparison(
+def compare(
     trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    val_predictions: pd.DataFrame | None = None,
     *,
-    metrics: Sequence[str] = ("val_acc", "val_mixed_acc"),
     confidence: float = 0.95,
-    n_resamples: int = 9999,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """MixUp minus plain, per architecture and pooled, from the per-trial table.
+    """MixUp minus plain at each pair's compared epoch: one row per (metric, row), long format.
 
-    Pairs are the two finished (``TERMINATED``) trials of an (architecture, seed) that ran the
-    same ``epochs_run``; ``best_<metric>`` (each trial's best validation epoch) is compared.
-    One row per architecture, then a pooled row ``architecture="all"`` over every pair.
-
-    Per metric ``m``: ``m_plain``, ``m_mixup`` (means), ``diff_m`` (mean of mixup - plain),
-    ``ci_low_m``, ``ci_high_m`` and ``p_value_m`` (two-sided Wilcoxon signed-rank; 1.0 when every
-    difference is 0; NaN below 2 pairs). ``ci_method`` says how the interval was made: a BCa
-    bootstrap over pairs from 10 pairs, a paired t interval from 2, ``"none"`` (NaN interval)
-    below 2. The first metric is the primary one, also given as ``ci_low``, ``ci_high``,
-    ``p_value``. ``n_dropped`` counts pairs not compared (an arm unfinished, or different
-    epochs under ASHA); ``val_ece_plain`` / ``val_ece_mixup`` are mean ``best_val_ece`` (NaN
-    when not recorded).
+    ``trials`` has one row per arm (``trial_id``, ``pair_id``, ``arm``, ``status``,
+    ``architecture``, ``config/seed``, optional ``best_<metric>``); ``epochs`` one row per arm
+    per epoch (``trial_id``, ``epoch``, ``val_acc``, ...); ``val_predictions`` (optional) the
+    predicted and true class of every validation image per arm and epoch, which the headline
+    interval of ``val_acc`` needs. Rows: the primary row (``val_acc``, pooled), the pooled rows of
+    the other metrics, the sensitivity row, then the exploratory per-architecture rows, metric by
+    metric. ``seed`` drives the Monte Carlo permutation test (more than 16 seeds).
     """
-    if not metrics:
-        raise ValueError("metrics must name at least one metric")
-    missing = [f"best_{m}" for m in metrics if f"best_{m}" not in trials.columns]
-    if missing:
-        raise KeyError(f"trials has no column {', '.join(missing)}")
-    pairs, dropped = _pairs(trials)
-    options = dict(metrics=metrics, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    _check_input(trials, epochs, confidence)
+    pairs = _pairs(trials, epochs)
+    deltas, no_images = _image_deltas(pairs, val_predictions)
+    options = dict(deltas=deltas, no_images=no_images, confidence=confidence, seed=seed)
+    roles = {metric: "pooled" for metric in METRICS} | {PRIMARY_METRIC: "primary"}
     rows = [
-        _summary_row(str(architecture), pairs[pairs["architecture"] == architecture], int(n_dropped), **options)
-        for architecture, n_dropped in dropped.items()
+        _row(metric, roles[metric], POOLED, pairs, _sample(pairs, metric), **options)
+        for metric in METRICS
     ]
-    rows.append(_summary_row(POOLED, pairs, int(dropped.sum()), **options))
-    table = pd.DataFrame(rows)
-    primary = metrics[0]
-    for alias in ("ci_low", "ci_high", "p_value"):
-        table[alias] = table[f"{alias}_{primary}"]
-    table = _with_stable_dtypes(table)
+    sensitivity = _sensitivity_sample(pairs)
+    rows.append(_row(PRIMARY_METRIC, "sensitivity", SENSITIVITY, pairs, sensitivity, **options))
+    for metric in METRICS:
+        exploratory = [
+            _row(metric, "exploratory", label, group, _sample(group, metric), **options)
+            for label, group in pairs.groupby("architecture", sort=True)
+        ]
+        for row, adjusted in zip(
+            exploratory, holm([r["p_value"] for r in exploratory]), strict=True
+        ):
+            row["p_holm"] = adjusted
+        rows += exploratory
+    table = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
     table.attrs["confidence"] = confidence
     return table
 
 
-def _with_stable_dtypes(table: pd.DataFrame) -> pd.DataFrame:
-    """int64 counts, str labels, float64 for everything else, whatever the rows held."""
-    dtypes = {column: np.float64 for column in table.columns}
-    dtypes.update({"n_pairs": np.int64, "n_dropped": np.int64, "architecture": str, "ci_method": str})
-    return table.astype(dtypes)
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order; NaN stays NaN and is not counted.
+
+    >>> holm([0.01, 0.04, 0.03, float("nan")]).round(4).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
 
 
-def _signed(value: float) -> str:
-    return "nan" if np.isnan(value) else f"{value:+.4f}"
+# ---- input and pairs -----------------------------------------------------------------------------
 
 
-def _format_metric(table: pd.DataFrame, metric: str) -> list[str]:
-    """Lines of the text table for one metric."""
-    header = ("architecture", "n", "plain", "mixup", "mixup - plain [interval]", "p")
-    rows = [header]
-    for _, row in table.iterrows():
-        difference = _signed(row[f"diff_{metric}"])
-        low, high = row[f"ci_low_{metric}"], row[f"ci_high_{metric}"]
-        if np.isfinite(low) and np.isfinite(high):
-            difference += f" [{_signed(low)}, {_signed(high)}]"
-        p_value = row[f"p_value_{metric}"]
-        rows.append(
-            (
-                row["architecture"],
-                str(row["n_pairs"]),
-                f"{row[f'{metric}_plain']:.4f}",
-                f"{row[f'{metric}_mixup']:.4f}",
-                difference,
-                "-" if np.isnan(p_value) else f"{p_value:.3g}",
+def _check_input(trials: pd.DataFrame, epochs: pd.DataFrame, confidence: float) -> None:
+    """Columns, arm names, statuses and the two-arm structure of every pair, checked up front."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    required = {
+        "trials": (trials, ["trial_id", "pair_id", "arm", "status", "architecture", "config/seed"]),
+        "epochs": (epochs, ["trial_id", "epoch", PRIMARY_METRIC]),
+    }
+    for name, (table, columns) in required.items():
+        missing = [column for column in columns if column not in table.columns]
+        if missing:
+            raise ValueError(f"{name} has no column {', '.join(missing)}")
+    if trials["trial_id"].duplicated().any():
+        duplicates = sorted(trials.loc[trials["trial_id"].duplicated(), "trial_id"].unique())
+        raise ValueError(f"trial_id must be unique per arm, repeated: {duplicates[:5]}")
+    for column, allowed in (("arm", tuple(ARMS)), ("status", STATUSES)):
+        unknown = sorted(set(trials[column]) - set(allowed))
+        if unknown:
+            raise ValueError(f"{column} must be one of {allowed}, got {unknown}")
+    if "config/mixup" in trials and (trials["config/mixup"] != trials["arm"].map(ARMS)).any():
+        raise ValueError("config/mixup disagrees with arm: a 'mixup' arm has config/mixup True")
+    for pair_id, arms in trials.groupby("pair_id")["arm"]:
+        if sorted(arms) != sorted(ARMS):
+            raise ValueError(
+                f"pair_id {pair_id!r} has arms {sorted(arms)}: a pair is one 'plain' and one "
+                "'mixup' arm"
             )
-        )
-    widths = [max(len(cells[i]) for cells in rows) for i in range(len(header))]
-    # Left-align the label, right-align the numbers so decimal points line up.
-    return [f"{metric}:"] + [
-        "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]).rstrip()
-        for cells in rows
+    if (trials.groupby("pair_id")[["architecture", "config/seed"]].nunique() > 1).any(axis=None):
+        raise ValueError("the two arms of a pair must share architecture and config/seed")
+
+
+def _pairs(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair (index ``pair_id``): arms, statuses, compared epoch and metrics there.
+
+    ``used`` marks the pairs the comparison rows use: both arms can be compared at some epoch,
+    and neither arm failed with an ERROR or is unfinished (a DIVERGED arm counts up to its last
+    epoch before diverging).
+    """
+    epochs = epochs.drop_duplicates(["trial_id", "epoch"], keep="last").astype({"epoch": np.int64})
+    usable = _usable_epochs(epochs, trials.set_index("trial_id")["status"])
+    indexed = epochs.set_index(["trial_id", "epoch"])
+    arms = {arm: trials[trials["arm"] == arm].set_index("pair_id") for arm in ARMS}
+    pairs = arms["plain"][["architecture", "config/seed"]].rename(columns={"config/seed": "seed"})
+    pairs["architecture"] = pairs["architecture"].astype(str)
+    for arm, table in arms.items():
+        pairs[f"trial_{arm}"] = table["trial_id"]
+        pairs[f"status_{arm}"] = table["status"]
+        last = table["trial_id"].map(usable.groupby("trial_id")["epoch"].max())
+        pairs[f"last_epoch_{arm}"] = last.fillna(0).astype(np.int64)
+        last_epoch = pairs[f"last_epoch_{arm}"]
+        pairs[f"last_val_acc_{arm}"] = _at(indexed, pairs[f"trial_{arm}"], last_epoch)
+        for metric in METRICS:
+            best = table[f"best_{metric}"] if f"best_{metric}" in table else np.nan
+            pairs[f"best_{metric}_{arm}"] = pd.Series(best, index=table.index, dtype=np.float64)
+    pairs["compared_epoch"] = _compared_epochs(pairs, usable)
+    for arm in ARMS:
+        for metric in METRICS:
+            epoch = pairs["compared_epoch"]
+            pairs[f"{metric}_{arm}"] = _at(indexed, pairs[f"trial_{arm}"], epoch, metric)
+    excluded = ("ERROR", *UNFINISHED)
+    finished = ~pairs["status_plain"].isin(excluded) & ~pairs["status_mixup"].isin(excluded)
+    pairs["used"] = finished & (pairs["compared_epoch"] > 0)
+    return pairs
+
+
+def _usable_epochs(epochs: pd.DataFrame, status: pd.Series) -> pd.DataFrame:
+    """Epochs an arm can be compared at: finite val_acc and, if DIVERGED, before it diverged.
+
+    A DIVERGED arm diverged at its first epoch with a non-finite loss, else at its last epoch: the
+    trainable reports the epoch it diverged at, scored with NaN weights (garbage, if finite).
+    """
+    losses = [column for column in ("train_loss", "val_loss") if column in epochs]
+    diverged = epochs[epochs["trial_id"].map(status).eq("DIVERGED")]
+    broken = ~np.isfinite(diverged[losses].to_numpy(dtype=np.float64)).all(axis=1)
+    first_broken = diverged[broken].groupby("trial_id")["epoch"].min()
+    diverged_at = first_broken.combine_first(diverged.groupby("trial_id")["epoch"].max())
+    before = epochs["epoch"] < epochs["trial_id"].map(diverged_at).fillna(np.inf)
+    return epochs[np.isfinite(epochs[PRIMARY_METRIC].to_numpy(dtype=np.float64)) & before]
+
+
+def _compared_epochs(pairs: pd.DataFrame, usable: pd.DataFrame) -> pd.Series:
+    """The last epoch both arms of each pair can be compared at; 0 when there is none."""
+    by_arm = [
+        usable.merge(pairs[f"trial_{arm}"].rename("trial_id").reset_index(), on="trial_id")
+        for arm in ARMS
     ]
+    common = by_arm[0][["pair_id", "epoch"]].merge(by_arm[1][["pair_id", "epoch"]])
+    compared = common.groupby("pair_id")["epoch"].max()
+    return compared.reindex(pairs.index, fill_value=0).astype(np.int64)
+
+
+def _at(
+    indexed: pd.DataFrame, trial_ids: pd.Series, epoch: pd.Series, metric: str = PRIMARY_METRIC
+) -> np.ndarray:
+    """``metric`` of each arm at the given epoch (NaN for epoch 0, or a metric not recorded)."""
+    if metric not in indexed:
+        return np.full(len(trial_ids), np.nan)
+    where = pd.MultiIndex.from_arrays([trial_ids.to_numpy(), epoch.to_numpy()])
+    return indexed[metric].reindex(where).to_numpy(dtype=np.float64)
+
+
+def _image_deltas(
+    pairs: pd.DataFrame, val_predictions: pd.DataFrame | None
+) -> tuple[pd.DataFrame | None, str]:
+    """δ[pair, image] = correct_mixup − correct_plain at the compared epoch, for used pairs.
+
+    Pairs whose predictions miss an image (or are absent) are left out, and a row that needs
+    them falls back to the seed-only interval. The second value says why there is no table.
+    """
+    if val_predictions is None:
+        return None, "no val_predictions"
+    used = pairs[pairs["used"]]
+    correct = {}
+    for arm in ARMS:
+        keys = used[[f"trial_{arm}", "compared_epoch"]].reset_index()
+        keys.columns = ["pair_id", "trial_id", "epoch"]
+        rows = val_predictions.merge(keys, on=["trial_id", "epoch"])
+        rows["correct"] = (rows["predicted"] == rows["true"]).astype(np.float64)
+        correct[arm] = rows.pivot(index="pair_id", columns="image", values="correct")
+    return correct["mixup"].sub(correct["plain"]).dropna(), "val_predictions miss compared pairs"
+
+
+# ---- rows ----------------------------------------------------------------------------------------
+
+
+def _sample(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The used pairs with a finite ``metric`` in both arms, as one row per pair."""
+    used = pairs[pairs["used"]]
+    sample = pd.DataFrame(
+        {
+            "seed": used["seed"],
+            "plain": used[f"{metric}_plain"],
+            "mixup": used[f"{metric}_mixup"],
+            "best_plain": used[f"best_{metric}_plain"],
+            "best_mixup": used[f"best_{metric}_mixup"],
+        }
+    )
+    return sample[np.isfinite(sample["plain"]) & np.isfinite(sample["mixup"])]
+
+
+def _sensitivity_sample(pairs: pd.DataFrame) -> pd.DataFrame:
+    """val_acc pairs with each failed arm (ERROR, DIVERGED) scored at chance against a finished one.
+
+    The finished arm counts at its own last epoch. Pairs where both arms failed have no finished
+    arm to score and are left out, like unfinished pairs; the failure counts still show them.
+    """
+    failed = {arm: pairs[f"status_{arm}"].isin(FAILED) for arm in ARMS}
+    parts = [_sample(pairs[~failed["plain"] & ~failed["mixup"]], PRIMARY_METRIC)]
+    for arm, other in (("plain", "mixup"), ("mixup", "plain")):
+        finished = pairs[f"status_{other}"].eq("TERMINATED") & (pairs[f"last_epoch_{other}"] > 0)
+        scored = pairs[failed[arm] & finished]
+        part = pd.DataFrame(index=scored.index)
+        part["seed"] = scored["seed"]
+        part[arm] = part[f"best_{arm}"] = CHANCE_ACCURACY
+        part[other] = scored[f"last_val_acc_{other}"]
+        part[f"best_{other}"] = scored[f"best_val_acc_{other}"]
+        parts.append(part)
+    sample = pd.concat(parts)[parts[0].columns]
+    return sample.astype(np.float64).astype({"seed": np.int64})
+
+
+def _row(
+    metric: str,
+    role: str,
+    architecture: str,
+    pairs: pd.DataFrame,
+    sample: pd.DataFrame,
+    *,
+    deltas: pd.DataFrame | None,
+    no_images: str,
+    confidence: float,
+    seed: int,
+) -> dict[str, object]:
+    """One row of the table: ``sample`` holds the compared pairs, ``pairs`` the pairs to count."""
+    images = None
+    if metric != PRIMARY_METRIC:
+        method = f"{SEEDS_ONLY}: validation images are kept for val_acc only"
+    elif role == "sensitivity":
+        method = f"{SEEDS_ONLY}: failed arms have no predictions"
+    elif deltas is None or not sample.index.isin(deltas.index).all():
+        method = f"{SEEDS_ONLY}: {no_images}"
+    else:
+        method, images = TWO_LEVEL, deltas.loc[sample.index]
+    row: dict[str, object] = {"metric": metric, "role": role, "architecture": architecture}
+    row.update(_summary(sample, images, confidence=confidence, seed=seed))
+    row.update(ci_method=method, p_holm=row["p_value"], **_failures(pairs))
+    return row
+
+
+def _summary(
+    sample: pd.DataFrame, images: pd.DataFrame | None, *, confidence: float, seed: int
+) -> dict[str, object]:
+    """The numbers of a row. Each seed is one cluster: the mean of its pairs' differences.
+
+    Arm and best-epoch means are means over the clusters too, so ``mixup - plain == diff``.
+    """
+    with_diff = sample.assign(diff=sample["mixup"] - sample["plain"])
+    clusters = with_diff.groupby("seed").mean()
+    values = clusters["diff"].round(DECIMALS).to_numpy(dtype=np.float64)
+    means = clusters.mean()
+    seed_low, seed_high = _seed_interval(values, confidence)
+    image_means = None
+    low, high = seed_low, seed_high
+    if images is not None:
+        per_image = images.groupby(sample["seed"]).mean().mean()
+        image_means = per_image.round(DECIMALS).to_numpy(dtype=np.float64)
+        low, high = _two_level_interval(values, image_means, confidence)
+    return {
+        "n_pairs": len(sample),
+        "n_seeds": len(values),
+        "plain": means["plain"],
+        "mixup": means["mixup"],
+        "diff": round(float(values.mean()), DECIMALS) if len(values) else np.nan,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "seed_ci_low": float(seed_low),
+        "seed_ci_high": float(seed_high),
+        "ci_note": _interval_note(values, image_means),
+        "p_value": _sign_flip_p_value(values, seed=seed),
+        "arm_correlation": _correlation(sample["plain"], sample["mixup"]),
+        "best_plain": means["best_plain"],
+        "best_mixup": means["best_mixup"],
+        "best_diff": means["best_mixup"] - means["best_plain"],
+    }
+
+
+def _failures(pairs: pd.DataFrame) -> dict[str, int]:
+    """Failed arms per arm, and pairs with an unfinished arm, among ``pairs``."""
+    unfinished = pairs["status_plain"].isin(UNFINISHED) | pairs["status_mixup"].isin(UNFINISHED)
+    counts = {"n_unfinished": int(unfinished.sum())}
+    for arm in ARMS:
+        counts[f"n_error_{arm}"] = int((pairs[f"status_{arm}"] == "ERROR").sum())
+        counts[f"n_diverged_{arm}"] = int((pairs[f"status_{arm}"] == "DIVERGED").sum())
+    return counts
+
+
+def _correlation(plain: pd.Series, mixup: pd.Series) -> float:
+    """Pearson correlation of the arms across pairs: how much of their variation pairing removes."""
+    if len(plain) < 3 or np.ptp(plain) == 0 or np.ptp(mixup) == 0:
+        return np.nan
+    return float(np.corrcoef(plain, mixup)[0, 1])
+
+
+def _interval_note(values: np.ndarray, image_means: np.ndarray | None) -> str:
+    """Why an interval is missing or comes from one noise source only; empty when neither."""
+    if len(values) == 0:
+        return "no pair compared"
+    if len(values) == 1:
+        return ONE_SEED
+    if np.ptp(values) > 0:
+        return ""
+    if image_means is not None and np.ptp(image_means) > 0:
+        return (
+            "no spread between seeds (every pair moved by the same amount): no seed-only "
+            "interval; the two-level width comes from the validation images alone"
+        )
+    return "no spread between seeds: every pair moved by the same amount"
+
+
+# ---- intervals and p-value -----------------------------------------------------------------------
+# Both intervals work on the last axis, so the coverage simulations in the tests call them on
+# thousands of simulated studies at once.
+
+
+def _seed_interval(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paired t interval for the mean of the cluster values over the last axis.
+
+    NaN below 2 values, and NaN rather than zero width when the values have no spread: equal
+    accuracy steps of 1 / n_val are common and say nothing about the seed-to-seed variation.
+    No BCa bootstrap: it under-covered at 10-15 pairs; t stays near nominal (see the tests).
+    """
+    n = values.shape[-1]
+    if n < 2:
+        return _nan(values), _nan(values)
+    variance = values.var(axis=-1, ddof=1) / n
+    return _t_interval(values, variance, np.ptp(values, axis=-1) > 0, confidence)
+
+
+def _two_level_interval(
+    values: np.ndarray, image_means: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """t interval with both noise sources: seeds (``values``, n clusters) and validation images.
+
+    ``image_means[i]`` is δ[p, i] = correct_mixup − correct_plain averaged over the clusters.
+    """
+    # Why this formula: with δ[p, i] = effect + seed part + image part + noise, the mean over n
+    # clusters and m shared images has variance σ²_seeds / n + σ²_images / m (+ noise / nm).
+    # The sample variance of the n cluster values estimates σ²_seeds + noise / m, that of the m
+    # image means σ²_images + noise / n, so s²_seeds / n + s²_images / m covers all three (the
+    # small noise term twice: slightly conservative). It is what a two-level bootstrap (resample
+    # seeds, then images) estimates, in closed form; a percentile bootstrap over 3 seed
+    # clusters under-covers, and t with n − 1 degrees of freedom keeps the seeds' uncertainty.
+    n, m = values.shape[-1], image_means.shape[-1]
+    if n < 2 or m < 2:
+        return _nan(values), _nan(values)
+    variance = values.var(axis=-1, ddof=1) / n + image_means.var(axis=-1, ddof=1) / m
+    spread = (np.ptp(values, axis=-1) > 0) | (np.ptp(image_means, axis=-1) > 0)
+    return _t_interval(values, variance, spread, confidence)
+
+
+def _t_interval(
+    values: np.ndarray, variance: np.ndarray, spread: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """mean ± t(n − 1) · sqrt(variance), NaN where there is no spread to measure noise with."""
+    quantile = stats.t.ppf((1 + confidence) / 2, df=values.shape[-1] - 1)
+    half_width = np.where(spread, quantile * np.sqrt(variance), np.nan)
+    mean = values.mean(axis=-1)
+    return mean - half_width, mean + half_width
+
+
+def _nan(values: np.ndarray) -> np.ndarray:
+    return np.full(values.shape[:-1], np.nan)
+
+
+def _sign_flip_p_value(values: np.ndarray, *, seed: int) -> float:
+    """Two-sided p of the mean cluster difference when each cluster's sign is flipped at random.
+
+    Under "MixUp does nothing" the arms of a seed are exchangeable, so each difference is as
+    likely negated. Exact over all 2**n flips for n <= 16, else Monte Carlo with
+    (hits + 1) / (draws + 1). Zero differences stay in: a flip does not change them.
+    Hand-written rather than scipy.stats.permutation_test (scipy 1.17): its two-sided Monte Carlo
+    p doubles the smaller one-sided p instead of counting |mean| >= |observed|, and it compares
+    floats with a relative tolerance; integer units of 1e-9 make ties exact here. The exact path
+    agrees with scipy (tests/test_comparison.py).
+    """
+    n = len(values)
+    if n == 0:
+        return np.nan
+    units = np.round(values * 10**DECIMALS).astype(np.int64)
+    observed = abs(int(units.sum()))
+    if n <= MAX_EXACT_SEEDS:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ units) >= observed))
+    rng = np.random.default_rng(seed)
+    batch = 1000
+    hits = sum(
+        int(np.count_nonzero(np.abs(rng.choice([-1, 1], size=(batch, n)) @ units) >= observed))
+        for _ in range(MONTE_CARLO_FLIPS // batch)
+    )
+    return (hits + 1) / (MONTE_CARLO_FLIPS + 1)
+
+
+# ---- text ----------------------------------------------------------------------------------------
 
 
 def format_comparison(table: pd.DataFrame) -> str:
-    """The output of ``paired_comparison`` as a text table, one block per metric, for a terminal.
-
-    Says when pairs were dropped, and when no row has an interval, that more seeds are needed.
-    """
-    metrics = [column.removeprefix("diff_") for column in table.columns if column.startswith("diff_")]
-    lines: list[str] = []
-    for metric in metrics:
-        lines += _format_metric(table, metric) + [""]
-    methods = sorted(set(table["ci_method"]) - {"none"})
-    if methods:
-        # The level travels in attrs (kept by Parquet), not as a column of identical values.
-        level = f"{table.attrs['confidence']:.0%} " if "confidence" in table.attrs else ""
-        lines.append(f"Intervals: {level}{', '.join(methods)} over paired seeds; p: Wilcoxon signed-rank.")
-    else:
-        lines.append(
-            "No confidence intervals: an interval needs at least 2 seeds per architecture. "
-            "Run with --seeds 3 or more."
+    """The table of ``compare`` as a short text for a terminal, the primary result first."""
+    level = table.attrs.get("confidence", 0.95)
+    primary = table[table["role"] == "primary"].iloc[0]
+    lines = [_primary_line(primary, level)]
+    exploratory = table[(table["role"] == "exploratory") & (table["metric"] == PRIMARY_METRIC)]
+    if len(exploratory):
+        lines += ["", f"Exploratory, per architecture ({PRIMARY_METRIC}; p Holm-adjusted):"]
+        lines += _aligned(exploratory, "architecture", level)
+    secondary = table[table["role"].isin(["pooled", "sensitivity"])]
+    lines += ["", "Secondary, pooled (seed-only intervals; sensitivity: failed arms at chance):"]
+    labelled = secondary.assign(row=secondary["metric"] + " " + secondary["architecture"])
+    lines += _aligned(labelled, "row", level)
+    lines += _failure_lines(primary)
+    pooled = table[table["role"].isin(["primary", "pooled"])]
+    best = [
+        f"  {row.metric}: plain {_number(row.best_plain)}, mixup {_number(row.best_mixup)}, "
+        f"mixup − plain {_signed(row.best_diff)}"
+        for row in pooled.itertuples()
+        if np.isfinite(row.best_diff)
+    ]
+    if best:
+        title = (
+            "Best epoch per arm (secondary; selected on the same validation images, optimistic):"
         )
-    pooled = table[table["architecture"] == POOLED]
-    n_dropped = int(pooled["n_dropped"].iloc[0]) if len(pooled) else int(table["n_dropped"].sum())
-    if n_dropped:
-        lines.append(
-            f"{n_dropped} pair(s) not compared: an arm did not finish, or ASHA stopped the two arms at different epochs."
-        )
+        lines += ["", title, *best]
+    lines += _note_lines(table)
     return "\n".join(lines)
 
 
-def compare(trials, epochs, val_predictions=None, **kwargs):  # temporary shim until the protocol lands
-    return paired_comparison(trials)
+def _primary_line(row: pd.Series, level: float) -> str:
+    if np.isfinite(row["ci_low"]):
+        sources = "seeds and validation images"
+        if row["ci_method"] != TWO_LEVEL:
+            sources = row["ci_method"].replace(SEEDS_ONLY, "seeds only")
+        interval = f"[{level:.0%} {_signed(row['ci_low'])}, {_signed(row['ci_high'])}] ({sources})"
+    else:
+        interval = f"[no {level:.0%} interval: {row['ci_note']}]"
+    return (
+        f"Primary result (fixed in advance): {row['metric']}, MixUp − plain at the compared epoch, "
+        f"pooled over {row['n_pairs']} pairs ({row['n_seeds']} seeds): {_signed(row['diff'])} "
+        f"{interval}, p = {_p(row['p_value'])} (sign-flip permutation)"
+    )
+
+
+def _aligned(rows: pd.DataFrame, label: str, level: float) -> list[str]:
+    """An aligned text table: the label left, the numbers right."""
+    holm_column = int((rows["role"] == "exploratory").any())
+    header = ["", "pairs", "seeds", "plain", "mixup", "mixup − plain", f"{level:.0%} interval", "p"]
+    cells = [header + ["p Holm"] * holm_column]
+    for row in rows.itertuples():
+        interval = "-"
+        if np.isfinite(row.ci_low):
+            interval = f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
+        numbers = [_number(row.plain), _number(row.mixup), _signed(row.diff), interval]
+        line = [getattr(row, label), str(row.n_pairs), str(row.n_seeds), *numbers, _p(row.p_value)]
+        cells.append(line + [_p(row.p_holm)] * holm_column)
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return ["  " + "  ".join(_justified(line, widths)) for line in cells]
+
+
+def _justified(line: list[str], widths: list[int]) -> list[str]:
+    """The label left, the numbers right, so that decimal points line up."""
+    return [line[0].ljust(widths[0])] + [
+        c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+    ]
+
+
+def _failure_lines(primary: pd.Series) -> list[str]:
+    counts = {arm: (primary[f"n_error_{arm}"], primary[f"n_diverged_{arm}"]) for arm in ARMS}
+    if not any(sum(c) for c in counts.values()) and not primary["n_unfinished"]:
+        return []
+    arms = "; ".join(f"{arm} {e} ERROR, {d} DIVERGED" for arm, (e, d) in counts.items())
+    return [
+        "",
+        f"Failed arms (counted, not removed): {arms}; {primary['n_unfinished']} pair(s) "
+        "unfinished, not compared.",
+        "  A DIVERGED arm is compared at its last epoch before diverging; the sensitivity row "
+        f"scores failed arms at chance ({CHANCE_ACCURACY}).",
+    ]
+
+
+def _note_lines(table: pd.DataFrame) -> list[str]:
+    """Each distinct interval note once, with the rows it applies to."""
+    noted = table[table["ci_note"] != ""]
+    lines = []
+    for note, rows in noted.groupby("ci_note", sort=False):
+        labels = [f"{row.metric} {row.architecture}" for row in rows.itertuples()]
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        lines.append(f"  {note} ({', '.join(labels[:3])}{more})")
+    return ["", "Interval notes:"] + lines if lines else []
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if np.isfinite(value) else "-"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}" if np.isfinite(value) else "-"
+
+
+def _p(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else "-"
