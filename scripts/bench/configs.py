@@ -1,0 +1,35 @@
+"""The benchmarked model configurations and the Fashion-MNIST subsets they train on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tune_mnist.data import SearchData
+
+# The original study's models: no dense layer, batch norm, no pooling.
+ORIGINAL = {"num_dense": 0, "dense_units": 10, "batch_norm": True, "pooling": "none"}
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    """A full trial configuration: the space's defaults, the original study's model, `overrides`."""
+    from tune_mnist.space import KEYS
+
+    return {**{k: key.default for k, key in KEYS.items()}, **ORIGINAL, **overrides}
+
+
+BENCHMARKED = {
+    "num_conv=2": config(num_conv=2),
+    "num_conv=3": config(num_conv=3),
+    "num_conv=4": config(num_conv=4),
+    "num_conv=2 pooled": config(num_conv=2, pooling="max"),
+}
+# The configuration the baselines, levers and concurrency are measured on.
+REFERENCE = "num_conv=2"
+
+
+def fashion(n: int | None = None, seed: int = 0, val_fraction: float = 0.1) -> SearchData:
+    """Fashion-MNIST split as the service splits it, with the first `n` training images."""
+    from tune_mnist import data
+
+    arrays = data.load_arrays("fashion_mnist", seed=seed)
+    return data.split(arrays, "fashion_mnist", val_fraction=val_fraction, train_subset=n, seed=seed)

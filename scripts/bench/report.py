@@ -1,0 +1,181 @@
+"""The benchmark's targets and the table it prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Lines = Callable[[dict[str, Any]], list[str]]  # one section's figures -> its lines of the table
+
+
+def _get(r: dict[str, Any], *keys: str) -> Any:
+    """r[k1][k2]..., or None where a level is missing (its section did not run)."""
+    node = r
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def _holds(value: Any, test: Callable[[Any], bool]) -> bool | None:
+    """test(value), or None (not applicable) when the figure was not measured."""
+    return None if value is None else test(value)
+
+
+def targets(r: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue 5's targets, each True/False (None when its section did not run)."""
+    costs = [row["mixup_cost"] for row in (_get(r, "pipeline", "images_per_second") or {}).values()]
+    first_epoch = _get(r, "tune", "first_epoch_seconds")
+    overhead_30s = ("overhead_fraction_if_trials_took_30s",)
+    return {
+        "num_conv=2 >= 50% of matmul peak": _holds(
+            _get(r, "pipeline", "images_per_second", "num_conv=2", "percent_of_peak"),
+            lambda pct: pct >= 50,
+        ),
+        "plain >= 2x tutorials' baseline": _holds(
+            _get(r, "baselines", "plain_vs_tutorial"), lambda ratio: ratio >= 2
+        ),
+        "MixUp >= 4x original loader": _holds(
+            _get(r, "baselines", "mixup_vs_original_loader"), lambda ratio: ratio >= 4
+        ),
+        "MixUp costs <= 5% (every config)": None if not costs else max(costs) <= 0.05,
+        "aggregate >= 0.9 x N x one 1-core trial": _holds(
+            _get(r, "concurrency", "aggregate_vs_n_x_one_core"), lambda ratio: ratio >= 0.9
+        ),
+        "Tune overhead <= 10% for 30 s trials (default: fresh workers)": _holds(
+            _get(r, "tune", *overhead_30s), lambda fraction: fraction <= 0.10
+        ),
+        "Tune overhead <= 10% for 30 s trials (--reuse-workers)": _holds(
+            _get(r, "tune", "reuse_workers", *overhead_30s), lambda fraction: fraction <= 0.10
+        ),
+        # The memory section's run also reports a first epoch, with the default placement.
+        "first epoch within 15 s": _holds(
+            first_epoch, lambda s: min(s, _get(r, "memory", "first_epoch_seconds") or 1e9) <= 15
+        ),
+        "trial peak RSS < 1.5 GiB": _holds(
+            _get(r, "memory", "trial_peak_rss_mib"), lambda mib: mib < 1536
+        ),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    """The printed summary: machine, peak and FLOPs, one block per section run, the targets."""
+    lines = _header(r["mode"], r["machine"])
+    if "peak" in r:
+        peak = r["peak"]
+        lines.append(
+            f"float32 matmul peak ({peak['matmul_n']}^2, all cores): "
+            f"{peak['gflops_all_cores']:.1f} GFLOP/s"
+        )
+    flops = ", ".join(f"{k} {v / 1e6:.0f}" for k, v in r["flops"].items())
+    lines.append("training MFLOP/image: " + flops)
+    for section, describe in SECTION_LINES.items():
+        if section in r:
+            lines += ["", *describe(r[section])]
+    lines += ["", "targets:"]
+    for name, ok in r["targets"].items():
+        lines.append(f"  {'held' if ok else ('n/a ' if ok is None else 'MISSED')}  {name}")
+    return "\n".join(lines)
+
+
+def _header(mode: str, m: dict[str, Any]) -> list[str]:
+    versions = m["versions"]
+    at_end = m.get("load_average_at_end", [float("nan")])[0]
+    return [
+        f"tune_mnist benchmark ({mode}): {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"load {m['load_average_at_start'][0]:.1f} at start / {at_end:.1f} at end",
+        f"TensorFlow {versions.get('tensorflow')}, Keras {versions.get('keras')}, "
+        f"Ray {versions.get('ray')}; SIMD {' '.join(m['simd'])}; "
+        f"bf16 hardware: {m['bfloat16_hardware']}",
+        "",
+    ]
+
+
+def _pipeline(p: dict[str, Any]) -> list[str]:
+    head = f"{'plain img/s':>12} {'mixup img/s':>12} {'mixup cost':>11} {'% peak':>7}"
+    lines = [f"{'service pipeline, batch 50':28} {head}"]
+    for name, row in p["images_per_second"].items():
+        lines.append(
+            f"{name:28} {row['plain']:12.0f} {row['mixup']:12.0f} {100 * row['mixup_cost']:10.1f}% "
+            f"{row.get('percent_of_peak', float('nan')):6.1f}%"
+        )
+    return lines
+
+
+def _baselines(b: dict[str, Any]) -> list[str]:
+    alone = b["input_only"]
+    return [
+        "num_conv=2, same run (img/s):",
+        f"  tutorials' model.fit on NumPy, batch 50 {b['tutorial_numpy_fit']:8.0f}",
+        f"  original MixUp loader (PyDataset)       {b['original_mixup_loader']:8.0f}",
+        f"  service plain                           {b['service_plain']:8.0f}  "
+        f"({b['plain_vs_tutorial']:.2f}x tutorials)",
+        f"  service MixUp                           {b['service_mixup']:8.0f}  "
+        f"({b['mixup_vs_original_loader']:.2f}x original loader)",
+        f"  input path alone, no model: service MixUp {alone['service_mixup']:.0f}, "
+        f"original loader {alone['original_mixup_loader']:.0f} "
+        f"({alone['service_vs_original_loader']:.1f}x)",
+    ]
+
+
+def _levers(levers: dict[str, Any]) -> list[str]:
+    rows = [f"  {k:48} {v:8.0f}" for k, v in levers["images_per_second"].items()]
+    return ["levers, num_conv=2 plain (img/s):", *rows]
+
+
+def _concurrency(c: dict[str, Any]) -> list[str]:
+    return [
+        f"concurrency, num_conv=2 (img/s): 1 trial x {c['cores']} threads "
+        f"{c['one_trial_all_cores']:.0f}; 1 trial x 1 thread alone "
+        f"{c['one_trial_one_core_alone']:.0f}; {c['cores']} trials x 1 thread "
+        f"{c['one_trial_per_core_aggregate']:.0f} ({c['aggregate_vs_n_x_one_core']:.2f} x N x "
+        f"1-core, {c['aggregate_vs_one_trial_all_cores']:.2f} x 1 trial on all cores)"
+    ]
+
+
+def _tune(t: dict[str, Any]) -> list[str]:
+    reused = t["reuse_workers"]
+    return [
+        f"Tune overhead ({t['trials']} trials, {t['train_images']} images, {t['epochs']} epochs): "
+        f"back to back {t['back_to_back_one_process_seconds']:.1f} s, "
+        f"service {t['service_sequential_seconds']:.1f} s "
+        f"of which {t['test_evaluation_seconds']:.1f} s test-set evaluation -> overhead "
+        f"{100 * t['overhead_fraction']:.0f}% ({t['overhead_seconds']:.1f} s; "
+        f"{100 * t['overhead_fraction_if_trials_took_30s']:.1f}% if trials took 30 s)",
+        f"with --reuse-workers: service {reused['service_sequential_seconds']:.1f} s -> overhead "
+        f"{reused['overhead_seconds']:.1f} s; "
+        f"{100 * reused['overhead_fraction_if_trials_took_30s']:.1f}% if trials took 30 s",
+        f"first epoch reported {t['first_epoch_seconds']:.0f} s after the command",
+    ]
+
+
+def _memory(mem: dict[str, Any]) -> list[str]:
+    trial = mem["trial_peak_rss_mib"]
+    if trial is None:
+        return ["peak RSS: trial process not found"]
+    return [
+        f"peak RSS on full Fashion-MNIST: trial {trial:.0f} MiB, "
+        f"driver {mem['driver_peak_rss_mib']:.0f} MiB; first epoch "
+        f"{mem['first_epoch_seconds']:.0f} s after the command (default placement)"
+    ]
+
+
+def _asha(a: dict[str, Any]) -> list[str]:
+    return [
+        f"ASHA on the original grid: {100 * a['trial_epoch_fraction']:.0f}% of the grid's "
+        f"trial-epochs, best val_acc {a['asha']['best_val_acc']:.4f} "
+        f"vs grid {a['grid']['best_val_acc']:.4f}"
+    ]
+
+
+# In the order the table prints them; each block follows a blank line.
+SECTION_LINES: dict[str, Lines] = {
+    "pipeline": _pipeline,
+    "baselines": _baselines,
+    "levers": _levers,
+    "concurrency": _concurrency,
+    "tune": _tune,
+    "memory": _memory,
+    "asha": _asha,
+}

@@ -1,0 +1,120 @@
+"""Measurements that need a fresh process, and starting such processes.
+
+A process's TensorFlow thread counts (and TF_ENABLE_ONEDNN_OPTS) are fixed before its first op, so
+a figure for another setting needs another process: `benchmark.py --worker SPEC` runs `worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import SCRIPT
+from bench.configs import config, fashion
+from tune_mnist.data import SearchData
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a fresh process (thread counts must be set before TensorFlow's first op)."""
+    from tune_mnist.trainable import set_threads
+
+    if spec.get("threads"):
+        set_threads(spec["threads"])
+    if spec["kind"] == "throughput":
+        return throughput(spec)
+    if spec["kind"] == "back_to_back":
+        return back_to_back(spec)
+    raise ValueError(spec["kind"])
+
+
+def throughput(spec: dict[str, Any]) -> dict[str, Any]:
+    """Images/s of the service's path over about `seconds` of whole epochs."""
+    from tune_mnist.model import compile_model
+    from tune_mnist.pipeline import training_dataset
+
+    search = fashion(spec["images"])
+    cfg = config(**spec["config"])
+    model = compile_model(cfg)
+    train = training_dataset(
+        search.x_train, search.y_train, batch_size=cfg["batch_size"], seed=0, mixup=spec["mixup"]
+    )
+    model.fit(train.take(3), verbose=0)  # trace outside the timed window
+    if spec.get("barrier"):  # start together so the timed windows overlap
+        wait_for_peers(Path(spec["barrier"]), spec["peers"])
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < spec["seconds"]:
+        model.fit(train, epochs=1, verbose=0)
+        images += len(search.x_train)
+    return {"images_per_second": images / (time.perf_counter() - started)}
+
+
+def wait_for_peers(barrier: Path, peers: int) -> None:
+    """Mark this process ready in `barrier`, then wait until all `peers` are."""
+    (barrier / f"ready-{os.getpid()}").touch()
+    while len(list(barrier.glob("ready-*"))) < peers:
+        time.sleep(0.05)
+
+
+def back_to_back(spec: dict[str, Any]) -> dict[str, Any]:
+    """The trials of a space trained one after another in this process, as the trainable does
+    (fit one epoch, evaluate clean and mixed validation), without Tune."""
+    import keras
+
+    from tune_mnist.metrics import score
+    from tune_mnist.model import compile_model
+    from tune_mnist.pipeline import training_dataset
+    from tune_mnist.space import load_space
+
+    search = fashion(spec["train_subset"], val_fraction=spec["val_fraction"])
+    evaluated = validation_sets(search)
+    for cfg in load_space(spec["space"]).grid_configs():
+        keras.utils.set_random_seed(cfg["seed"])
+        model = compile_model(cfg)
+        train = training_dataset(
+            search.x_train,
+            search.y_train,
+            batch_size=cfg["batch_size"],
+            seed=cfg["seed"],
+            mixup=cfg["mixup"],
+            mixup_alpha=cfg["mixup_alpha"],
+        )
+        for epoch in range(1, spec["max_epochs"] + 1):
+            model.fit(train, epochs=epoch, initial_epoch=epoch - 1, verbose=0)
+            for images, labels in evaluated:  # the trainable's per-epoch scoring
+                score(model.predict(images, batch_size=500, verbose=0), labels)
+    return {}
+
+
+def validation_sets(search: SearchData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (images, label rows) a trial scores every epoch: clean and fixed-MixUp validation."""
+    from tune_mnist.data import apply_mix
+
+    images = search.x_val.astype(np.float32)[..., None] / 255.0
+    labels = np.eye(10, dtype=np.float32)[search.y_val]
+    mixed_images, mixed_labels = apply_mix(search.x_val, search.y_val, search.val_mix)
+    return [(images, labels), (mixed_images[..., None], mixed_labels)]
+
+
+def spawn(spec: dict[str, Any], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `worker(spec)` in a fresh process, with `env` added to this one's environment."""
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--worker", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def collect(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The figures a spawned worker printed (its last stdout line); raises if it failed."""
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"worker failed with status {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
