@@ -45,10 +45,10 @@ def original_loader_timer(cfg: dict[str, Any], x: np.ndarray, y: np.ndarray) -> 
 
 def input_only(cfg: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Images/s of the MixUp input paths alone, no model: one epoch of batches, best of 3."""
-    from tune_mnist.pipeline import training_dataset
+    from bench.timing import service_dataset
 
     bs = cfg["batch_size"]
-    service = training_dataset(
+    service = service_dataset(
         x, y, batch_size=bs, seed=0, mixup=True, mixup_alpha=cfg["mixup_alpha"]
     )
     loader = original_mixup_loader(x, y, batch_size=bs, alpha=cfg["mixup_alpha"])

@@ -15,7 +15,7 @@ from bench.context import Context, log
 from bench.service import run_service, write_space
 from bench.workers import collect, spawn
 
-OVERHEAD_TRIALS = 4  # the tune section's grid: num_conv 1, 2 x mixup off, on
+OVERHEAD_TRIALS = 4  # models of the tune section's grid: num_conv 1, 2, each a pair (plain, MixUp)
 
 
 def concurrency_section(ctx: Context) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def concurrency_section(ctx: Context) -> dict[str, Any]:
 
 def tune_section(ctx: Context) -> dict[str, Any]:
     """The same small grid trained back to back in one process and through the service."""
-    keys = {**config(num_conv=2), "num_conv": {"grid": [1, 2]}, "mixup": {"grid": [False, True]}}
+    keys = {**config(num_conv=2), "num_conv": {"grid": [1, 2]}}
     space = write_space(ctx.scratch, "overhead", {**keys, "seed": 0})
     # Quick: small validation split, so validation does not dwarf the 1,000-image epochs.
     n, epochs, val_fraction = (1000, 1, 0.02) if ctx.quick else (10000, 2, 0.1)
@@ -123,7 +123,7 @@ def _overhead_figures(
 
 def memory_section(ctx: Context) -> dict[str, Any]:
     """Peak RSS of the driver and of a trial on full Fashion-MNIST, through the service."""
-    keys = {**config(num_conv=0), "mixup": {"grid": [False, True]}, "batch_size": 500, "seed": 0}
+    keys = {**config(num_conv=0), "batch_size": 500, "seed": 0}
     space = write_space(ctx.scratch, "memory", keys)
     log("memory: full Fashion-MNIST through the service")
     args = ["--space", str(space), "--dataset", "fashion_mnist", "--max-epochs", "1"]

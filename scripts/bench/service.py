@@ -113,7 +113,7 @@ def _memory_figures(peaks: dict[int, tuple[int, str]], driver_pid: int) -> dict[
     """Peak RSS in MiB of the driver, of the largest trial process, and of all processes summed."""
     # A trial runs in a Ray worker named after the trainable (or Tune's function wrapper).
     trials = [
-        rss for rss, name in peaks.values() if "train_trial" in name or "ImplicitFunc" in name
+        rss for rss, name in peaks.values() if "train_pair" in name or "ImplicitFunc" in name
     ]
     return {
         "driver_peak_rss_mib": peaks.get(driver_pid, (0, ""))[0] / 2**20,

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 EpochTimer = Callable[[], float]  # trains one epoch, returns its training images/s
-DatasetMaker = Callable[..., "tf.data.Dataset"]  # training_dataset's signature
+DatasetMaker = Callable[..., "tf.data.Dataset"]  # service_dataset's signature
 
 
 def timed(fit: Callable[[], Any], images: int) -> EpochTimer:
@@ -47,13 +47,12 @@ def service_timer(
     dataset: DatasetMaker | None = None,
     epochs: int = 1,
 ) -> EpochTimer:
-    """The trainable's own path: compile_model + training_dataset + one model.fit per epoch
+    """The trainable's own path: compile_model + an epoch's batches + one model.fit per epoch
     (`epochs` such calls back to back per timing, as a trial makes them)."""
     from tune_mnist.model import compile_model
-    from tune_mnist.pipeline import training_dataset
 
     model = compiled or compile_model(cfg)
-    make = dataset or training_dataset
+    make = dataset or service_dataset
     train = make(
         x, y, batch_size=cfg["batch_size"], seed=0, mixup=mixup, mixup_alpha=cfg["mixup_alpha"]
     )
@@ -74,12 +73,22 @@ def epoch_images(cfg: dict[str, Any], x: np.ndarray, y: np.ndarray, seconds: flo
     return min(len(x), max(small, int(rate * seconds) // bs * bs))
 
 
+def service_dataset(
+    x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, mixup: bool, mixup_alpha: float = 0.2
+) -> tf.data.Dataset:
+    """The batches of one epoch as a trial makes them (`tune_mnist.pipeline.TrainingSet`)."""
+    from tune_mnist.pipeline import TrainingSet
+
+    alpha = mixup_alpha if mixup else None
+    return TrainingSet.from_arrays(x, y).epoch(
+        epoch=1, seed=seed, batch_size=batch_size, mixup_alpha=alpha
+    )
+
+
 def autotuned_dataset(x: np.ndarray, y: np.ndarray, **kwargs: Any) -> tf.data.Dataset:
     """The service's pipeline with tf.data's autotuner turned back on (as it was before)."""
     import tensorflow as tf
 
-    from tune_mnist.pipeline import training_dataset
-
     options = tf.data.Options()
     options.autotune.enabled = True
-    return training_dataset(x, y, **kwargs).with_options(options)
+    return service_dataset(x, y, **kwargs).with_options(options)

@@ -37,12 +37,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def throughput(spec: dict[str, Any]) -> dict[str, Any]:
     """Images/s of the service's path over about `seconds` of whole epochs."""
     from tune_mnist.model import compile_model
-    from tune_mnist.pipeline import training_dataset
+    from bench.timing import service_dataset
 
     search = fashion(spec["images"])
     cfg = config(**spec["config"])
     model = compile_model(cfg)
-    train = training_dataset(
+    train = service_dataset(
         search.x_train, search.y_train, batch_size=cfg["batch_size"], seed=0, mixup=spec["mixup"]
     )
     model.fit(train.take(3), verbose=0)  # trace outside the timed window
@@ -63,32 +63,29 @@ def wait_for_peers(barrier: Path, peers: int) -> None:
 
 
 def back_to_back(spec: dict[str, Any]) -> dict[str, Any]:
-    """The trials of a space trained one after another in this process, as the trainable does
-    (fit one epoch, evaluate clean and mixed validation), without Tune."""
+    """The pairs of a space trained one after another in this process, as the trainable does
+    (per arm: fit one epoch, evaluate clean and mixed validation), without Tune."""
     import keras
 
     from tune_mnist.metrics import score
     from tune_mnist.model import compile_model
-    from tune_mnist.pipeline import training_dataset
+    from tune_mnist.pipeline import TrainingSet
     from tune_mnist.space import load_space
 
     search = fashion(spec["train_subset"], val_fraction=spec["val_fraction"])
     evaluated = validation_sets(search)
+    training = TrainingSet.from_arrays(search.x_train, search.y_train)
     for cfg in load_space(spec["space"]).grid_configs():
-        keras.utils.set_random_seed(cfg["seed"])
-        model = compile_model(cfg)
-        train = training_dataset(
-            search.x_train,
-            search.y_train,
-            batch_size=cfg["batch_size"],
-            seed=cfg["seed"],
-            mixup=cfg["mixup"],
-            mixup_alpha=cfg["mixup_alpha"],
-        )
-        for epoch in range(1, spec["max_epochs"] + 1):
-            model.fit(train, epochs=epoch, initial_epoch=epoch - 1, verbose=0)
-            for images, labels in evaluated:  # the trainable's per-epoch scoring
-                score(model.predict(images, batch_size=500, verbose=0), labels)
+        for alpha in (None, cfg["mixup_alpha"]):  # the plain arm, then the MixUp arm
+            keras.utils.set_random_seed(cfg["seed"])
+            model = compile_model(cfg)
+            for epoch in range(1, spec["max_epochs"] + 1):
+                batches = training.epoch(
+                    epoch=epoch, seed=cfg["seed"], batch_size=cfg["batch_size"], mixup_alpha=alpha
+                )
+                model.fit(batches, epochs=epoch, initial_epoch=epoch - 1, verbose=0)
+                for images, labels in evaluated:  # the trainable's per-epoch scoring
+                    score(model.predict(images, batch_size=500, verbose=0), labels)
     return {}
 
 
