@@ -312,7 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         from tune_mnist.plots import write_figures
 
         print()
-        for line in write_figures(run_dir, tables, evaluation, metric=args.metric):
+        test_images, class_names = None, None
+        if evaluation is not None:
+            arrays, _, class_names = test_evaluation.load_test_arrays(run_dir)
+            test_images = arrays.x_test
+        test_tables = (
+            (evaluation.test_eval, evaluation.confusion, evaluation.predictions)
+            if evaluation is not None
+            else (None, None, None)
+        )
+        lines = write_figures(
+            run_dir, tables.trials, tables.epochs, tables.comparison, *test_tables,
+            test_images=test_images, class_names=class_names, metric=args.metric,
+        )
+        for line in lines:
             print(line)
     return 0
 
