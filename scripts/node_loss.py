@@ -79,29 +79,55 @@ def reported(run_dir: Path) -> pd.DataFrame:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # being written
-            rows.append({"trial_id": row["trial_id"], "epoch": row["epoch"], "node_id": row["node_id"]})
+            rows.append(
+                {"trial_id": row["trial_id"], "epoch": row["epoch"], "node_id": row["node_id"]}
+            )
     return pd.DataFrame(rows, columns=["trial_id", "epoch", "node_id"])
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--max-epochs", type=int, default=4)
     parser.add_argument("--train-subset", type=int, default=1000)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="tmnl-", dir="/tmp"))  # short: Ray's socket paths are limited
+    state = Path(
+        tempfile.mkdtemp(prefix="tmnl-", dir="/tmp")
+    )  # short: Ray's socket paths are limited
     gcs, dashboard = free_port(), free_port()
-    env = {**os.environ, "TUNE_MNIST_CLUSTER_DIR": str(state),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "TUNE_MNIST_CLUSTER_DIR": str(state),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("RAY_ADDRESS", None)
     figures: dict = {"machine_cores": os.cpu_count()}
     checks: dict[str, bool] = {}
     try:
         started = time.time()
-        up = subprocess.run([str(LOCAL_SH), "up", "--workers", "2", "--cpus-per-node", "1", "--port", str(gcs),
-                             "--dashboard-port", str(dashboard), "--client-port", str(free_port())],
-                            env=env, capture_output=True, text=True, timeout=240)
+        up = subprocess.run(
+            [
+                str(LOCAL_SH),
+                "up",
+                "--workers",
+                "2",
+                "--cpus-per-node",
+                "1",
+                "--port",
+                str(gcs),
+                "--dashboard-port",
+                str(dashboard),
+                "--client-port",
+                str(free_port()),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         if up.returncode:
             print(up.stdout, up.stderr, file=sys.stderr)
             return 1
@@ -111,15 +137,45 @@ def main() -> int:
         victim = node_id_of(victim_dir)
         (state / "space.yaml").write_text(SPACE)
         run_dir = state / "runs" / "node-loss"
-        print(f"cluster up in {figures['cluster_up_seconds']} s; submitting the search; will kill worker-1 "
-              f"(node {victim[:12]})", flush=True)
+        print(
+            f"cluster up in {figures['cluster_up_seconds']} s; submitting the search; will kill worker-1 "
+            f"(node {victim[:12]})",
+            flush=True,
+        )
         job_started = time.time()
         job = subprocess.Popen(
-            ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO), "--",
-             "python", "-m", "tune_mnist.run", "--address", "auto", "--dataset", "mnist_sample",
-             "--train-subset", str(args.train_subset), "--max-epochs", str(args.max_epochs),
-             "--space", str(state / "space.yaml"), "--storage-path", str(state / "runs"), "--name", "node-loss"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dashboard}",
+                "--working-dir",
+                str(REPO),
+                "--",
+                "python",
+                "-m",
+                "tune_mnist.run",
+                "--address",
+                "auto",
+                "--dataset",
+                "mnist_sample",
+                "--train-subset",
+                str(args.train_subset),
+                "--max-epochs",
+                str(args.max_epochs),
+                "--space",
+                str(state / "space.yaml"),
+                "--storage-path",
+                str(state / "runs"),
+                "--name",
+                "node-loss",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         # Kill once a trial on the victim has a checkpointed epoch and more to go.
         deadline = time.time() + 300
@@ -130,7 +186,10 @@ def main() -> int:
                 break
             time.sleep(0.5)
         else:
-            print("no trial ran on worker-1 before the search ended; nothing was tested", file=sys.stderr)
+            print(
+                "no trial ran on worker-1 before the search ended; nothing was tested",
+                file=sys.stderr,
+            )
             return 1
         before = reported(run_dir)
         hit = sorted(before.loc[before["node_id"] == victim, "trial_id"].unique())
@@ -141,10 +200,17 @@ def main() -> int:
             except psutil.Error:
                 continue
         killed_at = time.time()
-        figures.update(killed_after_seconds=round(killed_at - job_started, 1), processes_killed=len(processes),
-                       trials_on_lost_node=len(hit), epochs_reported_before_kill=len(before))
-        print(f"killed worker-1 ({len(processes)} processes) {figures['killed_after_seconds']} s into the search; "
-              f"trials on it: {', '.join(hit)}", flush=True)
+        figures.update(
+            killed_after_seconds=round(killed_at - job_started, 1),
+            processes_killed=len(processes),
+            trials_on_lost_node=len(hit),
+            epochs_reported_before_kill=len(before),
+        )
+        print(
+            f"killed worker-1 ({len(processes)} processes) {figures['killed_after_seconds']} s into the search; "
+            f"trials on it: {', '.join(hit)}",
+            flush=True,
+        )
 
         output, _ = job.communicate(timeout=900)
         figures["search_seconds"] = round(time.time() - job_started, 1)
@@ -155,11 +221,14 @@ def main() -> int:
         epochs = pd.read_parquet(run_dir / "epochs.parquet")
         expected = set(range(1, args.max_epochs + 1))
         checks["3 pairs (6 arms), each once, all TERMINATED"] = (
-            len(trials) == 6 and trials["pair_id"].nunique() == 3 and trials["trial_id"].is_unique
-            and set(trials["status"]) == {"TERMINATED"})
-        checks["every trial has epochs 1..N exactly once"] = (
-            not epochs.duplicated(["trial_id", "epoch"]).any()
-            and all(set(group["epoch"]) == expected for _, group in epochs.groupby("trial_id")))
+            len(trials) == 6
+            and trials["pair_id"].nunique() == 3
+            and trials["trial_id"].is_unique
+            and set(trials["status"]) == {"TERMINATED"}
+        )
+        checks["every trial has epochs 1..N exactly once"] = not epochs.duplicated(
+            ["trial_id", "epoch"]
+        ).any() and all(set(group["epoch"]) == expected for _, group in epochs.groupby("trial_id"))
         # `hit` holds pair (Tune trial) ids; epochs.parquet has a row per arm: "<pair id>-<arm>".
         moved = epochs[epochs["trial_id"].str.rsplit("-", n=1).str[0].isin(hit)]
         resumed = {}
@@ -167,18 +236,27 @@ def main() -> int:
             rows = moved[moved["trial_id"] == trial_id].sort_values("epoch")
             last_on_victim = int(rows.loc[rows["node_id"] == victim, "epoch"].max())
             after = rows[rows["epoch"] > last_on_victim]
-            resumed[trial_id] = {"last_epoch_on_lost_node": last_on_victim,
-                                 "epochs_after_on_other_nodes": int((after["node_id"] != victim).sum())}
+            resumed[trial_id] = {
+                "last_epoch_on_lost_node": last_on_victim,
+                "epochs_after_on_other_nodes": int((after["node_id"] != victim).sum()),
+            }
         checks["lost node's trials finished on other nodes"] = bool(hit) and all(
-            r["epochs_after_on_other_nodes"] == args.max_epochs - r["last_epoch_on_lost_node"] for r in resumed.values())
+            r["epochs_after_on_other_nodes"] == args.max_epochs - r["last_epoch_on_lost_node"]
+            for r in resumed.values()
+        )
         figures["lost_trials"] = resumed
         after_kill = reported(run_dir)
         figures["nodes_used"] = int(after_kill["node_id"].nunique())
         figures["dead_node_epochs_after_kill"] = int(
-            (after_kill["node_id"] == victim).sum() - (before["node_id"] == victim).sum())
-        checks["no epoch reported by the lost node after the kill"] = figures["dead_node_epochs_after_kill"] == 0
+            (after_kill["node_id"] == victim).sum() - (before["node_id"] == victim).sum()
+        )
+        checks["no epoch reported by the lost node after the kill"] = (
+            figures["dead_node_epochs_after_kill"] == 0
+        )
     finally:
-        subprocess.run([str(LOCAL_SH), "down", "--port", str(gcs)], env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(LOCAL_SH), "down", "--port", str(gcs)], env=env, capture_output=True, timeout=120
+        )
 
     for name, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'}  {name}")
@@ -187,7 +265,9 @@ def main() -> int:
     passed = bool(checks) and all(checks.values())
     print("PASS" if passed else "FAIL", f"(logs in {state})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"figures": figures, "checks": checks, "passed": passed}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"figures": figures, "checks": checks, "passed": passed}, indent=2)
+        )
     return 0 if passed else 1
 
 

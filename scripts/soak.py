@@ -51,7 +51,9 @@ def _finished(run_dir: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--train-subset", type=int, default=200)
     parser.add_argument("--max-concurrent", type=int, default=2)
@@ -65,17 +67,39 @@ def main() -> int:
     space.write_text(f"num_conv: 0\nnum_dense: 0\nbatch_size: 50\nseeds: {args.trials}\n")
     run_dir = storage / "soak"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(space), "--train-subset", str(args.train_subset),
-         "--max-epochs", "1", "--max-concurrent", str(args.max_concurrent), "--yes",
-         "--storage-path", str(storage), "--name", "soak"],
-        stdout=open(storage / "soak.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "tune_mnist.run",
+            "--space",
+            str(space),
+            "--train-subset",
+            str(args.train_subset),
+            "--max-epochs",
+            "1",
+            "--max-concurrent",
+            str(args.max_concurrent),
+            "--yes",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "soak",
+        ],
+        stdout=open(storage / "soak.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     samples = []
     started = time.monotonic()
     try:
         while driver.poll() is None:
-            samples.append({"seconds": round(time.monotonic() - started, 1), "trials_done": _finished(run_dir),
-                            **_rss_by_group(driver.pid, driver.pid)})
+            samples.append(
+                {
+                    "seconds": round(time.monotonic() - started, 1),
+                    "trials_done": _finished(run_dir),
+                    **_rss_by_group(driver.pid, driver.pid),
+                }
+            )
             time.sleep(1)
     finally:
         for proc in psutil.process_iter():  # whatever of this search's Ray is left
@@ -94,17 +118,31 @@ def main() -> int:
     at_mark = frame[frame["trials_done"] >= mark]
     # The search's last stretch; after it the driver imports TensorFlow to score the test set, a
     # different phase, not growth.
-    at_end = frame[(frame["trials_done"] >= args.trials - mark) & (frame["trials_done"] < args.trials)]
-    trials = pd.read_parquet(run_dir / "trials.parquet") if (run_dir / "trials.parquet").is_file() else pd.DataFrame()
-    print(f"search exit status {driver.returncode}, {len(trials)} of {args.trials} trials in trials.parquet, "
-          f"{frame['seconds'].iloc[-1]:.0f} s; log {storage / 'soak.log'}; samples {args.out}")
-    ok = driver.returncode == 0 and trials["pair_id"].nunique() == args.trials and trials["trial_id"].is_unique
+    at_end = frame[
+        (frame["trials_done"] >= args.trials - mark) & (frame["trials_done"] < args.trials)
+    ]
+    trials = (
+        pd.read_parquet(run_dir / "trials.parquet")
+        if (run_dir / "trials.parquet").is_file()
+        else pd.DataFrame()
+    )
+    print(
+        f"search exit status {driver.returncode}, {len(trials)} of {args.trials} trials in trials.parquet, "
+        f"{frame['seconds'].iloc[-1]:.0f} s; log {storage / 'soak.log'}; samples {args.out}"
+    )
+    ok = (
+        driver.returncode == 0
+        and trials["pair_id"].nunique() == args.trials
+        and trials["trial_id"].is_unique
+    )
     for group in GROUPS:
         # Workers come and go with trials: compare the peak of a window of samples, not one sample.
         first = at_mark[group].head(30).max()
         last = at_end[group].tail(30).max() if not at_end.empty else float("nan")
         growth = last / first - 1 if first else float("nan")
-        print(f"{group:12s} RSS at trial {mark}: {first:7.0f} MiB, at the end: {last:7.0f} MiB ({growth:+.1%})")
+        print(
+            f"{group:12s} RSS at trial {mark}: {first:7.0f} MiB, at the end: {last:7.0f} MiB ({growth:+.1%})"
+        )
         ok = ok and growth <= 0.10
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

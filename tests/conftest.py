@@ -26,10 +26,28 @@ def small_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small_run")
     (root / "space.yaml").write_text(SMALL_SPACE)
     result = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(root / "space.yaml"), "--seeds", "2",
-         "--dataset", "mnist_sample", "--train-subset", "300", "--max-epochs", "2",
-         "--storage-path", str(root / "runs"), "--name", "small"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "tune_mnist.run",
+            "--space",
+            str(root / "space.yaml"),
+            "--seeds",
+            "2",
+            "--dataset",
+            "mnist_sample",
+            "--train-subset",
+            "300",
+            "--max-epochs",
+            "2",
+            "--storage-path",
+            str(root / "runs"),
+            "--name",
+            "small",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "runs" / "small"

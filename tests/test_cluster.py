@@ -42,7 +42,10 @@ class LocalCluster:
     def local_sh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(LOCAL_SH), *args, "--port", str(self.gcs_port)],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -87,27 +90,53 @@ def cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster(state_dir, _free_port(), _free_port(), env)
     try:
         up = subprocess.run(
-            [str(LOCAL_SH), "up", "--workers", "2", "--cpus-per-node", "1",
-             "--port", str(cluster.gcs_port), "--dashboard-port", str(cluster.dashboard_port),
-             "--client-port", str(_free_port())],
-            env=env, capture_output=True, text=True, timeout=180,
+            [
+                str(LOCAL_SH),
+                "up",
+                "--workers",
+                "2",
+                "--cpus-per-node",
+                "1",
+                "--port",
+                str(cluster.gcs_port),
+                "--dashboard-port",
+                str(cluster.dashboard_port),
+                "--client-port",
+                str(_free_port()),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert up.returncode == 0, f"local.sh up failed:\n{up.stdout}\n{up.stderr}"
-        cluster.env.update(
-            RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(state_dir / "auth_token")
-        )
+        cluster.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(state_dir / "auth_token"))
         yield cluster
     finally:
         cluster.local_sh("down")
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def submit(cluster: LocalCluster, *entrypoint: str, env: dict[str, str] | None = None,
-           timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def submit(
+    cluster: LocalCluster, *entrypoint: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ray", "job", "submit", "--address", cluster.dashboard_url,
-         "--working-dir", str(REPO_ROOT), "--", *entrypoint],
-        cwd=REPO_ROOT, env=env or cluster.env, capture_output=True, text=True, timeout=timeout,
+        [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--working-dir",
+            str(REPO_ROOT),
+            "--",
+            *entrypoint,
+        ],
+        cwd=REPO_ROOT,
+        env=env or cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -130,9 +159,24 @@ def test_status_shows_the_head_and_both_workers(cluster: LocalCluster):
 def test_a_search_runs_every_trial_once_across_nodes(cluster: LocalCluster):
     storage = cluster.state_dir / "runs"  # one machine, so every node sees this path
     job = submit(
-        cluster, "python", "-m", "tune_mnist.run", "--address", "auto",
-        "--dataset", "mnist_sample", "--train-subset", "300", "--max-epochs", "1",
-        "--space", SMOKE_SPACE, "--storage-path", str(storage), "--name", "t",
+        cluster,
+        "python",
+        "-m",
+        "tune_mnist.run",
+        "--address",
+        "auto",
+        "--dataset",
+        "mnist_sample",
+        "--train-subset",
+        "300",
+        "--max-epochs",
+        "1",
+        "--space",
+        SMOKE_SPACE,
+        "--storage-path",
+        str(storage),
+        "--name",
+        "t",
     )
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     assert "succeeded" in job.stdout + job.stderr

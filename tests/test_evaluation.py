@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_mnist.data import SAMPLE_TEST_SIZE
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint
+from tune_mnist.data import SAMPLE_TEST_SIZE
 from tune_mnist.evaluation import final_models
 from tune_mnist.results import load, main
 
@@ -32,8 +32,13 @@ def test_the_evaluated_models_are_each_arms_best_by_validation_at_their_last_epo
 
 def test_confusion_counts_sum_to_the_test_set_per_arm(small_run):
     confusion = load(small_run).confusion
-    assert confusion.groupby("arm")["count"].sum().to_dict() == {"mixup": SAMPLE_TEST_SIZE, "plain": SAMPLE_TEST_SIZE}
-    assert set(confusion["true"]) == set(range(10)) and set(confusion["predicted"]) == set(range(10))
+    assert confusion.groupby("arm")["count"].sum().to_dict() == {
+        "mixup": SAMPLE_TEST_SIZE,
+        "plain": SAMPLE_TEST_SIZE,
+    }
+    assert set(confusion["true"]) == set(range(10)) and set(confusion["predicted"]) == set(
+        range(10)
+    )
 
 
 def test_confusion_diagonal_matches_test_acc(small_run):
@@ -46,7 +51,11 @@ def test_confusion_diagonal_matches_test_acc(small_run):
 
 def test_the_latest_complete_checkpoint_is_the_one_read(tmp_path):
     # What Tune leaves with num_to_keep=1: the latest checkpoint; an older one may linger.
-    for name, epoch in (("checkpoint_000000", 1), ("checkpoint_000002", 3), ("checkpoint_000003", 4)):
+    for name, epoch in (
+        ("checkpoint_000000", 1),
+        ("checkpoint_000002", 3),
+        ("checkpoint_000003", 4),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "state.json").write_text(f'{{"epoch": {epoch}}}')
         if epoch != 4:  # epoch 4's checkpoint was cut off before its predictions were written
@@ -72,7 +81,11 @@ def test_without_checkpoints_the_cli_says_what_is_missing(small_run, tmp_path, c
     import shutil
 
     copy = tmp_path / "interrupted"
-    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "*.png", "best_*.keras"))
+    shutil.copytree(
+        small_run,
+        copy,
+        ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "*.png", "best_*.keras"),
+    )
     assert main([str(copy), "--plot"]) == 0
     out = capsys.readouterr().out
     assert "no test evaluation" in out and "no checkpoint" in out

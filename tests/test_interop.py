@@ -29,8 +29,18 @@ def test_parquet_reads_the_same_everywhere(small_run, name):
 def test_ids_are_strings_and_metrics_floats_everywhere(small_run):
     path = small_run / "trials.parquet"
     schema = pq.read_schema(path)
-    assert pa.types.is_string(schema.field("trial_id").type) or pa.types.is_large_string(schema.field("trial_id").type)
+    assert pa.types.is_string(schema.field("trial_id").type) or pa.types.is_large_string(
+        schema.field("trial_id").type
+    )
     assert schema.field("best_val_acc").type == pa.float64()
     assert pl.read_parquet(path).schema["best_val_acc"] == pl.Float64
-    types = dict(duckdb.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{path}'))").fetchall())
-    assert types["trial_id"] == "VARCHAR" and types["best_val_acc"] == "DOUBLE" and types["epochs_run"] == "BIGINT"
+    types = dict(
+        duckdb.sql(
+            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{path}'))"
+        ).fetchall()
+    )
+    assert (
+        types["trial_id"] == "VARCHAR"
+        and types["best_val_acc"] == "DOUBLE"
+        and types["epochs_run"] == "BIGINT"
+    )

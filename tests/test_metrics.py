@@ -72,7 +72,9 @@ def test_empty_bins_have_nan_confidence_and_accuracy():
     assert table["count"].tolist() == [0] * 9 + [1]
     assert table["accuracy"].iloc[:9].isna().all()
     pd.testing.assert_series_equal(
-        table.iloc[-1][["confidence", "accuracy"]], pd.Series({"confidence": 0.95, "accuracy": 1.0}), check_names=False
+        table.iloc[-1][["confidence", "accuracy"]],
+        pd.Series({"confidence": 0.95, "accuracy": 1.0}),
+        check_names=False,
     )
 
 

@@ -50,9 +50,13 @@ def test_the_mixup_arm_mixes_the_plain_arms_batches():
     training = TrainingSet.from_arrays(x, y)
     plain = epoch_batches(training, epoch=2, seed=1, batch_size=50)
     mixed = epoch_batches(training, epoch=2, seed=1, batch_size=50, mixup_alpha=0.4)
-    for (plain_images, plain_labels), (mixed_images, mixed_labels) in zip(plain, mixed, strict=True):
+    for (plain_images, plain_labels), (mixed_images, mixed_labels) in zip(
+        plain, mixed, strict=True
+    ):
         # The mixed batch is made of the plain batch's images: same classes present, same total.
-        assert set(np.flatnonzero(mixed_labels.sum(axis=0))) <= set(np.flatnonzero(plain_labels.sum(axis=0)))
+        assert set(np.flatnonzero(mixed_labels.sum(axis=0))) <= set(
+            np.flatnonzero(plain_labels.sum(axis=0))
+        )
         np.testing.assert_allclose(mixed_labels.sum(), plain_labels.sum(), rtol=1e-5)
         assert not np.array_equal(mixed_images, plain_images)
 

@@ -280,7 +280,7 @@ def test_save_figure_writes_a_png_at_the_path(tmp_path, trials_and_epochs):
 
 
 def make_test_tables(arm_wrong: dict[str, list[int]], n: int = 20):
-    """Hand-made test tables: plain (best_val_acc 0.97) and mixup (0.98), wrong where told."""
+    """Hand-made test tables: plain (val_acc 0.97) and mixup (0.98), wrong where told."""
     labels = np.arange(n) % 10
     test_eval, confusion, predictions = [], [], []
     for arm, best in (("plain", 0.97), ("mixup", 0.98)):
@@ -288,7 +288,7 @@ def make_test_tables(arm_wrong: dict[str, list[int]], n: int = 20):
         predicted[arm_wrong[arm]] = (labels[arm_wrong[arm]] + 1) % 10
         probs = np.full((n, 10), 0.02)
         probs[np.arange(n), predicted] = 0.82
-        test_eval.append({"arm": arm, "architecture": f"arch-{arm}", "best_val_acc": best})
+        test_eval.append({"arm": arm, "architecture": f"arch-{arm}", "val_acc": best})
         counts = np.zeros((10, 10), dtype=int)
         np.add.at(counts, (labels, predicted), 1)
         confusion.append(
@@ -314,7 +314,7 @@ def test_write_figures_shows_the_arm_with_the_best_val_acc(
     tmp_path, monkeypatch, trials_and_epochs, comparison
 ):
     """Rule: all five figures are written (one path per line); confusion and misclassified images
-    are those of the arm with the higher best_val_acc (mixup here), never the other arm's."""
+    are those of the arm with the higher val_acc (mixup here), never the other arm's."""
     trials, epochs = trials_and_epochs
     test_eval, confusion, predictions = make_test_tables({"plain": [0, 1, 2, 4], "mixup": [3, 7]})
     images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)

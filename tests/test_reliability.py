@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 import time
 from pathlib import Path
 
@@ -35,8 +34,11 @@ class Driver:
         self.log = log
         self.handle = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tune_mnist.run", *args], stdout=self.handle, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            [sys.executable, "-m", "tune_mnist.run", *args],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         self.session = self.proc.pid
 
@@ -81,14 +83,20 @@ def _poll(condition, timeout: float, what: str, driver: Driver):
         if found:
             return found
         if driver.proc.poll() is not None:
-            pytest.fail(f"search ended (status {driver.proc.returncode}) before {what}:\n{driver.output()[-3000:]}")
+            pytest.fail(
+                f"search ended (status {driver.proc.returncode}) before {what}:\n{driver.output()[-3000:]}"
+            )
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}:\n{driver.output()[-3000:]}")
 
 
 def _result_rows(trial_dir: Path) -> list[dict]:
     rows = []
-    for line in (trial_dir / "result.json").read_text().splitlines() if (trial_dir / "result.json").is_file() else []:
+    for line in (
+        (trial_dir / "result.json").read_text().splitlines()
+        if (trial_dir / "result.json").is_file()
+        else []
+    ):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -103,7 +111,9 @@ def _statuses(run_dir: Path) -> dict[str, str]:
             trials = json.loads(state.read_text())["trial_data"]
         except (json.JSONDecodeError, KeyError, OSError):
             continue
-        found.update({t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in trials)})
+        found.update(
+            {t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in trials)}
+        )
     return found
 
 
@@ -120,9 +130,22 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
     run_dir = tmp_path / "runs" / "faults"
     driver = drivers(
-        ["--space", str(tmp_path / "space.yaml"), "--train-subset", "300", "--max-epochs", "3",
-         "--max-failures", "1", "--storage-path", str(tmp_path / "runs"), "--name", "faults"],
-        tmp_path / "log.txt", env={FAULT_ENV: "error:seed=1,nan:seed=2"},
+        [
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--train-subset",
+            "300",
+            "--max-epochs",
+            "3",
+            "--max-failures",
+            "1",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            "--name",
+            "faults",
+        ],
+        tmp_path / "log.txt",
+        env={FAULT_ENV: "error:seed=1,nan:seed=2"},
     )
 
     def first_epoch_of_seed_0():
@@ -142,11 +165,22 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     for arm in ("plain", "mixup"):
-        assert trials.loc[(0, arm), "status"] == "TERMINATED" and trials.loc[(0, arm), "epochs_run"] == 3
-        assert trials.loc[(1, arm), "status"] == "ERROR" and "InjectedFault" in trials.loc[(1, arm), "error"]
+        assert (
+            trials.loc[(0, arm), "status"] == "TERMINATED"
+            and trials.loc[(0, arm), "epochs_run"] == 3
+        )
+        assert (
+            trials.loc[(1, arm), "status"] == "ERROR"
+            and "InjectedFault" in trials.loc[(1, arm), "error"]
+        )
     # Seed 2's MixUp arm diverges; its plain arm trains on alone.
-    assert trials.loc[(2, "mixup"), "status"] == "DIVERGED" and pd.isna(trials.loc[(2, "mixup"), "error"])
-    assert trials.loc[(2, "plain"), "status"] == "TERMINATED" and trials.loc[(2, "plain"), "epochs_run"] == 3
+    assert trials.loc[(2, "mixup"), "status"] == "DIVERGED" and pd.isna(
+        trials.loc[(2, "mixup"), "error"]
+    )
+    assert (
+        trials.loc[(2, "plain"), "status"] == "TERMINATED"
+        and trials.loc[(2, "plain"), "epochs_run"] == 3
+    )
     _assert_epochs_continuous(epochs, trials.reset_index())
     # The killed trial really ran again, in another process, from its checkpoint.
     pids = {row["pid"] for row in _result_rows(victim_dir)}
@@ -166,11 +200,24 @@ def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(
         def check():
             done = sorted(t for t, s in _statuses(run_dir).items() if s == "TERMINATED")
             return done if len(done) >= at_least else None
+
         return check
 
     first = drivers(
-        ["--space", str(tmp_path / "space.yaml"), "--train-subset", "200", "--max-epochs", "2",
-         "--max-concurrent", "1", "--storage-path", str(storage), "--name", "r"],
+        [
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--train-subset",
+            "200",
+            "--max-epochs",
+            "2",
+            "--max-concurrent",
+            "1",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "r",
+        ],
         tmp_path / "log1.txt",
     )
     done_first = _poll(terminated(1), 300, "a first finished trial", first)
@@ -228,7 +275,9 @@ def test_a_writer_killed_mid_write_leaves_a_complete_file(tmp_path):
     target = tmp_path / "trials.parquet"
     rng = random.Random(0)
     for _ in range(8):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert writer.stdout.readline().strip() == "ready"
             time.sleep(rng.uniform(0.05, 0.6))

@@ -6,7 +6,9 @@ from tune_mnist.results import main
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_again(small_run, capsys):
+def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_again(
+    small_run, capsys
+):
     evaluated = (small_run / "test_eval.parquet").stat().st_mtime_ns
     assert main([str(small_run)]) == 0
     assert (small_run / "test_eval.parquet").stat().st_mtime_ns == evaluated

@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+        [sys.executable, "-m", "tune_mnist.run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
@@ -99,7 +103,9 @@ def test_unwritable_storage_path_is_refused_before_training(tmp_path):
 def test_huge_grids_need_yes(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("num_conv: {grid: [0, 1]}\nmixup: {grid: [false, true]}\n")
-    result = run_cli("--space", str(space), "--max-trials", "3", "--storage-path", str(tmp_path / "out"))
+    result = run_cli(
+        "--space", str(space), "--max-trials", "3", "--storage-path", str(tmp_path / "out")
+    )
     assert result.returncode == 2 and "4 trials" in result.stderr and "--yes" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -122,7 +128,9 @@ def test_truncated_dataset_file_is_one_line(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "mnist.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    result = run_cli("--dataset", "mnist", "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "out"))
+    result = run_cli(
+        "--dataset", "mnist", "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "out")
+    )
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "mnist.npz" in result.stderr
 
@@ -138,7 +146,9 @@ def test_resume_refuses_a_different_space(tmp_path):
     (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
     other = tmp_path / "other.yaml"
     other.write_text("num_conv: {grid: [0, 1]}\n")
-    result = run_cli("--resume", "--space", str(other), "--storage-path", str(tmp_path / "out"), "--name", "old")
+    result = run_cli(
+        "--resume", "--space", str(other), "--storage-path", str(tmp_path / "out"), "--name", "old"
+    )
     assert result.returncode == 2 and "different search space" in result.stderr
     (run_dir / "run_manifest.json").write_text('{"args": [1, 2')
     result = run_cli("--resume", "--storage-path", str(tmp_path / "out"), "--name", "old")
@@ -148,14 +158,59 @@ def test_resume_refuses_a_different_space(tmp_path):
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and exit 2,
 # never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is trained.
 
-FLAGS = ["--space", "--seeds", "--num-samples", "--max-trials", "--yes", "--dataset", "--val-fraction",
-         "--train-subset", "--scheduler", "--max-epochs", "--grace-period", "--reduction-factor", "--patience",
-         "--cpus-per-trial", "--gpus-per-trial", "--max-failures", "--max-concurrent", "--name", "--resume",
-         "--seed", "--bogus", "-x", "--"]
-ODD_VALUES = ["", "-1", "0", "1", "2", "0.5", "nan", "inf", "-inf", "1e308", "..", "a/b", "/", "../x", "x" * 300,
-              "mnist_sample", "asha", "\x00", "99999999999999999999"]
-argument = st.one_of(st.sampled_from(FLAGS), st.sampled_from(ODD_VALUES), st.text(max_size=10),
-                     st.integers().map(str), st.floats().map(str))
+FLAGS = [
+    "--space",
+    "--seeds",
+    "--num-samples",
+    "--max-trials",
+    "--yes",
+    "--dataset",
+    "--val-fraction",
+    "--train-subset",
+    "--scheduler",
+    "--max-epochs",
+    "--grace-period",
+    "--reduction-factor",
+    "--patience",
+    "--cpus-per-trial",
+    "--gpus-per-trial",
+    "--max-failures",
+    "--max-concurrent",
+    "--name",
+    "--resume",
+    "--seed",
+    "--bogus",
+    "-x",
+    "--",
+]
+ODD_VALUES = [
+    "",
+    "-1",
+    "0",
+    "1",
+    "2",
+    "0.5",
+    "nan",
+    "inf",
+    "-inf",
+    "1e308",
+    "..",
+    "a/b",
+    "/",
+    "../x",
+    "x" * 300,
+    "mnist_sample",
+    "asha",
+    "\x00",
+    "99999999999999999999",
+]
+argument = st.one_of(
+    st.sampled_from(FLAGS),
+    st.sampled_from(ODD_VALUES),
+    st.text(max_size=10),
+    st.integers().map(str),
+    st.floats().map(str),
+)
 
 
 def _checks_only(monkeypatch):
@@ -183,7 +238,9 @@ def _assert_valid_or_one_line(main, argv, capsys):
         assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(argv=st.lists(argument, max_size=8))
 def test_random_arguments_are_valid_or_one_line_exit_2(argv, tmp_path, monkeypatch, capsys):
     main = _checks_only(monkeypatch)
@@ -194,24 +251,45 @@ def test_random_arguments_are_valid_or_one_line_exit_2(argv, tmp_path, monkeypat
 yaml_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8))
 yaml_value = st.recursive(
     yaml_scalar,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.sampled_from(["grid", "choice", "uniform", "loguniform", "randint", "x"]),
-                                            inner, max_size=2)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(["grid", "choice", "uniform", "loguniform", "randint", "x"]),
+            inner,
+            max_size=2,
+        ),
+    ),
     max_leaves=10,
 )
 yaml_document = st.one_of(
-    st.dictionaries(st.one_of(st.sampled_from([*KEYS, "seeds"]), st.text(max_size=6)), yaml_value, max_size=6)
-    .map(lambda d: yaml.safe_dump(d)),
+    st.dictionaries(
+        st.one_of(st.sampled_from([*KEYS, "seeds"]), st.text(max_size=6)), yaml_value, max_size=6
+    ).map(lambda d: yaml.safe_dump(d)),
     st.text(max_size=60),
-    st.sampled_from(["!!python/object/apply:os.system ['true']", "a: !!binary x", "&a [*a]", "{", "- - -",
-                     "num_conv: {grid: [" + ", ".join(["0"] * 5000) + "]}", "\ufeffnum_conv: 1", "...", "%YAML 9.9"]),
+    st.sampled_from(
+        [
+            "!!python/object/apply:os.system ['true']",
+            "a: !!binary x",
+            "&a [*a]",
+            "{",
+            "- - -",
+            "num_conv: {grid: [" + ", ".join(["0"] * 5000) + "]}",
+            "\ufeffnum_conv: 1",
+            "...",
+            "%YAML 9.9",
+        ]
+    ),
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(document=yaml_document)
 def test_random_yaml_is_valid_or_one_line_exit_2(document, tmp_path, monkeypatch, capsys):
     main = _checks_only(monkeypatch)
     space = tmp_path / "space.yaml"
     space.write_text(document, encoding="utf-8", errors="surrogatepass")
-    _assert_valid_or_one_line(main, ["--space", str(space), "--storage-path", str(tmp_path / "out")], capsys)
+    _assert_valid_or_one_line(
+        main, ["--space", str(space), "--storage-path", str(tmp_path / "out")], capsys
+    )

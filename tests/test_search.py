@@ -25,10 +25,26 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     (root / "space.yaml").write_text(SPACE)
     result = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(root / "space.yaml"),
-         "--dataset", "mnist_sample", "--train-subset", "400", "--max-epochs", "2",
-         "--storage-path", str(root / "runs"), "--name", "it"],
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "tune_mnist.run",
+            "--space",
+            str(root / "space.yaml"),
+            "--dataset",
+            "mnist_sample",
+            "--train-subset",
+            "400",
+            "--max-epochs",
+            "2",
+            "--storage-path",
+            str(root / "runs"),
+            "--name",
+            "it",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Pairs: 2 TERMINATED" in result.stdout and str(root / "runs" / "it") in result.stdout
@@ -41,7 +57,10 @@ def test_trials_parquet_has_one_row_per_arm_and_two_arms_per_pair(run_dir):
     assert all(sorted(arms) == ["mixup", "plain"] for _, arms in trials.groupby("pair_id")["arm"])
     assert set(trials["status"]) == {"TERMINATED"}
     assert sorted(zip(trials["config/num_conv"], trials["config/mixup"])) == [
-        (0, False), (0, True), (1, False), (1, True)
+        (0, False),
+        (0, True),
+        (1, False),
+        (1, True),
     ]
     for _, row in trials.iterrows():
         assert row["epochs_run"] == 2 and row["best_epoch"] in (1, 2)
@@ -71,10 +90,29 @@ def test_reused_workers_train_the_same_models(run_dir):
     """--reuse-workers only changes where trials run: seeded trials give the same metrics as in fresh workers."""
     root = run_dir.parent.parent
     result = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(root / "space.yaml"),
-         "--dataset", "mnist_sample", "--train-subset", "400", "--max-epochs", "2", "--reuse-workers",
-         "--max-concurrent", "1", "--storage-path", str(root / "runs"), "--name", "reused"],
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "tune_mnist.run",
+            "--space",
+            str(root / "space.yaml"),
+            "--dataset",
+            "mnist_sample",
+            "--train-subset",
+            "400",
+            "--max-epochs",
+            "2",
+            "--reuse-workers",
+            "--max-concurrent",
+            "1",
+            "--storage-path",
+            str(root / "runs"),
+            "--name",
+            "reused",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     keys = ["config/num_conv", "config/mixup", "epoch"]
@@ -122,14 +160,22 @@ def test_manifest_records_how_the_run_was_made(run_dir):
     manifest = json.loads((run_dir / "run_manifest.json").read_text())
     assert manifest["dataset"]["name"] == "mnist_sample" and manifest["dataset"]["train"] == 400
     assert manifest["space"]["num_conv"] == {"grid": [0, 1]} and "mixup" not in manifest["space"]
-    assert manifest["versions"]["ray"] and manifest["ended"] and "--train-subset" in manifest["command"]
+    assert (
+        manifest["versions"]["ray"]
+        and manifest["ended"]
+        and "--train-subset" in manifest["command"]
+    )
 
 
 def test_results_cli_rebuilds_the_same_tables(run_dir):
     before = pd.read_parquet(run_dir / "trials.parquet")
     (run_dir / "trials.parquet").unlink()
-    result = subprocess.run([sys.executable, "-m", "tune_mnist.results", str(run_dir)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tune_mnist.results", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), before)
 

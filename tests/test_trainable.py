@@ -49,6 +49,9 @@ def test_a_pair_resumed_from_its_checkpoint_continues_as_if_never_stopped(search
 
     for arm in ("plain", "mixup"):
         for metric in ("train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss"):
-            assert third[arm][metric] == pytest.approx(reports[2][arm][metric], rel=1e-5), (arm, metric)
+            assert third[arm][metric] == pytest.approx(reports[2][arm][metric], rel=1e-5), (
+                arm,
+                metric,
+            )
         np.testing.assert_array_equal(resumed.predictions[arm], straight.predictions[arm])
     assert resumed.predictions["plain"].shape == (3, len(search_data.y_val))

@@ -75,6 +75,8 @@ def latest_checkpoint(trial_dir: Path) -> tuple[Path, int]:
         if (directory / STATE_FILE).is_file() and (directory / PREDICTIONS_FILE).is_file():
             found[int(load_state(directory)["epoch"])] = directory
     if not found:
-        raise CheckpointMissing(f"{trial_dir}: no checkpoint with {STATE_FILE} and {PREDICTIONS_FILE}")
+        raise CheckpointMissing(
+            f"{trial_dir}: no checkpoint with {STATE_FILE} and {PREDICTIONS_FILE}"
+        )
     epoch = max(found)
     return found[epoch], epoch

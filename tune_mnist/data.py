@@ -12,9 +12,9 @@ import gzip
 import os
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -37,8 +37,16 @@ CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "mnist_sample": [str(d) for d in range(10)],
     "fashion_mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
 }
 
@@ -155,9 +163,7 @@ def read_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DataError(
-            f"{path}: header says {dims} but holds {body.size} bytes (truncated file?)"
-        )
+        raise DataError(f"{path}: header says {dims} but holds {body.size} bytes (truncated file?)")
     return body.reshape(dims)
 
 
@@ -216,7 +222,9 @@ def _keras_download(name: str) -> Arrays:
     with _native_stderr_silenced():
         import keras  # deferred: importing TensorFlow costs seconds the other paths do not need
 
-        module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+        module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[
+            name
+        ]
         (x_train, y_train), (x_test, y_test) = module.load_data()
     return Arrays(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name} download")
 

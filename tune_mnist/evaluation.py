@@ -85,7 +85,9 @@ def load_test_arrays(run_dir: Path) -> tuple[datasets.Arrays, list[str]]:
         args = read_manifest(run_dir)["args"]
     except ManifestError as e:
         raise EvaluationUnavailable(f"{e}: cannot tell which dataset the run used") from None
-    arrays = datasets.load_arrays(args["dataset"], args.get("data_dir"), seed=int(args.get("seed", 0)))
+    arrays = datasets.load_arrays(
+        args["dataset"], args.get("data_dir"), seed=int(args.get("seed", 0))
+    )
     return arrays, datasets.CLASS_NAMES[args["dataset"]]
 
 
@@ -104,12 +106,14 @@ def _confusion(arm: str, true: np.ndarray, predicted: np.ndarray) -> pd.DataFram
     """Every (true, predicted) cell with its count, zeros included, so sums need no reindexing."""
     k = datasets.NUM_CLASSES
     counts = np.bincount(true.astype(np.int64) * k + predicted, minlength=k * k)
-    return pd.DataFrame({
-        "arm": arm,
-        "true": np.repeat(np.arange(k), k),
-        "predicted": np.tile(np.arange(k), k),
-        "count": counts.astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "arm": arm,
+            "true": np.repeat(np.arange(k), k),
+            "predicted": np.tile(np.arange(k), k),
+            "count": counts.astype(np.int64),
+        }
+    )
 
 
 def _test_row(
@@ -137,13 +141,15 @@ def _test_row(
 
 
 def _predictions(arm: str, probs: np.ndarray, y_test: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "arm": arm,
-        "test_index": np.arange(len(y_test), dtype=np.int64),
-        "true": y_test.astype(np.int64),
-        "predicted": probs.argmax(axis=1).astype(np.int64),
-        "confidence": probs.max(axis=1),
-    })
+    frame = pd.DataFrame(
+        {
+            "arm": arm,
+            "test_index": np.arange(len(y_test), dtype=np.int64),
+            "true": y_test.astype(np.int64),
+            "predicted": probs.argmax(axis=1).astype(np.int64),
+            "confidence": probs.max(axis=1),
+        }
+    )
     return frame.join(pd.DataFrame(probs, columns=[f"prob_{c}" for c in range(probs.shape[1])]))
 
 

@@ -67,7 +67,9 @@ def _umask() -> int:
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2, default=str)))
+    atomic_write(
+        path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2, default=str))
+    )
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:

@@ -20,8 +20,17 @@ import numpy as np
 import pandas as pd
 
 METRICS = (
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc",
-    "val_ece", "val_mixed_ece", "epoch_seconds", "images_per_second",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_mixed_loss",
+    "val_mixed_acc",
+    "val_ece",
+    "val_mixed_ece",
+    "epoch_seconds",
+    "images_per_second",
 )
 # The per-epoch metrics that describe the model (not the clock), summarized per trial.
 MODEL_METRICS = tuple(m for m in METRICS if m.startswith(("train_", "val_")))

@@ -287,7 +287,7 @@ def write_figures(
     the run has no test evaluation) and, for the misclassified images, ``test_images``: the
     run's uint8 test images (n, 28, 28), indexed by ``test_predictions["test_index"]``.
     Confusion and misclassified images show the arm whose model had the higher
-    ``best_val_acc``, so the test set chooses nothing, not even what is shown.
+    ``val_acc``, so the test set chooses nothing, not even what is shown.
     """
     run_dir = Path(run_dir)
     files = {name: run_dir / file for name, file in FIGURE_FILES.items()}
@@ -331,7 +331,7 @@ def _test_figures(
             of_arm[prob_columns].to_numpy(), of_arm["true"].to_numpy()
         )
     lines = [str(save_figure(plot_reliability(reliability), files["reliability"]))]
-    best = test_eval.sort_values(["best_val_acc", "arm"], ascending=[False, True]).iloc[0]
+    best = test_eval.sort_values(["val_acc", "arm"], ascending=[False, True]).iloc[0]
     arm = best["arm"]
     title = f"test set, best model by val_acc: {arm}, {best['architecture']}"
     figure = plot_confusion(

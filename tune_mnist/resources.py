@@ -84,7 +84,9 @@ class ResourcePlan:
         if total_mib <= 0:
             raise ValueError(f"GPU total memory must be positive, got {total_mib} MiB")
         if not self.uses_gpu:
-            raise ValueError("this plan uses no GPU (gpus_per_trial=0), so it has no GPU memory cap")
+            raise ValueError(
+                "this plan uses no GPU (gpus_per_trial=0), so it has no GPU memory cap"
+            )
         share = min(self.gpus_per_trial, 1.0)
         return max(1, int(total_mib * share * (1 - GPU_MEMORY_HEADROOM)))
 
@@ -113,9 +115,11 @@ def configure_tensorflow_gpus(plan: ResourcePlan) -> list[Any]:
             total_mib = _gpu_total_memory_mib(gpu)
             tf.config.set_logical_device_configuration(
                 gpu,
-                [tf.config.LogicalDeviceConfiguration(
-                    memory_limit=plan.gpu_memory_limit_mib(total_mib)
-                )],
+                [
+                    tf.config.LogicalDeviceConfiguration(
+                        memory_limit=plan.gpu_memory_limit_mib(total_mib)
+                    )
+                ],
             )
         else:
             tf.config.experimental.set_memory_growth(gpu, True)

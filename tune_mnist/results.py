@@ -192,13 +192,15 @@ def _prediction_rows(pair: PairRecord, arm: str) -> pd.DataFrame | None:
         return None
     predicted = pair.predictions[arm]
     epochs, images = predicted.shape
-    return pd.DataFrame({
-        "trial_id": f"{pair.pair_id}-{arm}",
-        "epoch": np.repeat(np.arange(1, epochs + 1, dtype=np.int16), images),
-        "image": np.tile(np.arange(images, dtype=np.int32), epochs),
-        "predicted": predicted.reshape(-1).astype(np.int8),
-        "true": np.tile(pair.predictions["true"].astype(np.int8), epochs),
-    })
+    return pd.DataFrame(
+        {
+            "trial_id": f"{pair.pair_id}-{arm}",
+            "epoch": np.repeat(np.arange(1, epochs + 1, dtype=np.int16), images),
+            "image": np.tile(np.arange(images, dtype=np.int32), epochs),
+            "predicted": predicted.reshape(-1).astype(np.int8),
+            "true": np.tile(pair.predictions["true"].astype(np.int8), epochs),
+        }
+    )
 
 
 def collect(run_dir: str | Path) -> Tables:
@@ -344,7 +346,9 @@ def _test_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluatio
     return evaluation
 
 
-def finish(run_dir: str | Path, *, plot: bool = False, metric: str = "val_acc") -> tuple[Tables, Any]:
+def finish(
+    run_dir: str | Path, *, plot: bool = False, metric: str = "val_acc"
+) -> tuple[Tables, Any]:
     """After a search (finished or interrupted): tables, comparison, test evaluation, summary.
 
     Returns the tables (test tables attached) and the evaluation, or None when none could be made.
@@ -398,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not _trial_dirs(run_dir):
-        print(f"error: {run_dir}: no trials found (is this a tune_mnist run directory?)", file=sys.stderr)
+        print(
+            f"error: {run_dir}: no trials found (is this a tune_mnist run directory?)",
+            file=sys.stderr,
+        )
         return 2
     try:
         finish(run_dir, plot=args.plot, metric=args.metric)

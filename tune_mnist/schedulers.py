@@ -31,7 +31,11 @@ def asha(*, max_epochs: int, grace_period: int = 1, reduction_factor: float = 3)
     )
 
 
-def make_scheduler(name: str, *, max_epochs: int, grace_period: int, reduction_factor: float) -> TrialScheduler:
+def make_scheduler(
+    name: str, *, max_epochs: int, grace_period: int, reduction_factor: float
+) -> TrialScheduler:
     if name == "asha":
-        return asha(max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor)
+        return asha(
+            max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor
+        )
     return grid()

@@ -38,7 +38,10 @@ def default_name(space: str, dataset: str) -> str:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
@@ -67,13 +70,16 @@ def _check_writable(run_dir: Path) -> None:
             os.fsync(f.fileno())
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"--storage-path {run_dir.parent}: cannot write there ({e.strerror or e})") from None
+        raise UsageError(
+            f"--storage-path {run_dir.parent}: cannot write there ({e.strerror or e})"
+        ) from None
 
 
 def recorded_environment() -> dict[str, str]:
     """The environment variables that shape a run, for the manifest; never ones that hold secrets."""
     return {
-        name: value for name, value in sorted(os.environ.items())
+        name: value
+        for name, value in sorted(os.environ.items())
         if name.startswith(("TUNE_MNIST_", "RAY_", "TF_", "CUDA_VISIBLE_DEVICES"))
         and not any(word in name.upper() for word in SECRET_WORDS)
     }
@@ -90,7 +96,8 @@ def _init_ray(address: str | None) -> None:
         # A local instance is ours alone, so its workers may import TensorFlow up front (see
         # import_tensorflow). On a shared cluster the job's runtime environment is left as given.
         ray.init(
-            log_to_driver=False, include_dashboard=False,
+            log_to_driver=False,
+            include_dashboard=False,
             runtime_env={"worker_process_setup_hook": "tune_mnist.trainable.import_tensorflow"},
         )
 
@@ -221,7 +228,13 @@ def _exit_status(trials: Any, run_dir: Path) -> int:
     return EXIT_PARTIAL if trials["status"].eq("ERROR").any() else 0
 
 
-def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchData, storage: Path, name: str) -> None:
+def _tune(
+    args: argparse.Namespace,
+    space: Space,
+    search_data: datasets.SearchData,
+    storage: Path,
+    name: str,
+) -> None:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
@@ -233,15 +246,19 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     _init_ray(args.address)
     settings = TrialSettings(
-        max_epochs=args.max_epochs, patience=args.patience,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_pair, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     if args.resume and tune.Tuner.can_restore(str(storage / name)):
-        tuner = tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            str(storage / name), trainable, resume_unfinished=True, resume_errored=True
+        )
         tuner.fit()
         return
     tuner = tune.Tuner(
@@ -251,8 +268,10 @@ def _tune(args: argparse.Namespace, space: Space, search_data: datasets.SearchDa
             metric=METRIC,
             mode=MODE,
             scheduler=make_scheduler(
-                args.scheduler, max_epochs=args.max_epochs,
-                grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                args.scheduler,
+                max_epochs=args.max_epochs,
+                grace_period=args.grace_period,
+                reduction_factor=args.reduction_factor,
             ),
             # Random keys are drawn once per sample and kept across the grid (seeds).
             search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -158,7 +159,9 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise SpaceError(f"{source}: expected a mapping of keys to values, got {type(document).__name__}")
+        raise SpaceError(
+            f"{source}: expected a mapping of keys to values, got {type(document).__name__}"
+        )
     document = dict(document)
     file_seeds = document.pop("seeds", None)
     constants = {k: spec.default for k, spec in KEYS.items()}
@@ -171,9 +174,7 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
                 f"(both arms in one trial); remove this key"
             )
         if key not in KEYS:
-            raise SpaceError(
-                f"{source}: unknown key {key!r}; known keys: seeds, {', '.join(KEYS)}"
-            )
+            raise SpaceError(f"{source}: unknown key {key!r}; known keys: seeds, {', '.join(KEYS)}")
         if isinstance(value, dict):
             dist, args = _parse_distribution(source, key, value)
             constants.pop(key)
@@ -182,7 +183,9 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
             else:
                 randoms[key] = (dist, args)
         elif isinstance(value, list):
-            raise SpaceError(f"{source}: key '{key}': a list needs a kind, e.g. {key}: {{grid: {value}}}")
+            raise SpaceError(
+                f"{source}: key '{key}': a list needs a kind, e.g. {key}: {{grid: {value}}}"
+            )
         else:
             constants[key] = _coerce(source, key, value)
     if constants.get("batch_norm") is False:
@@ -195,8 +198,14 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
                 )
     n_seeds = seeds if seeds is not None else file_seeds
     if n_seeds is not None:
-        if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= MAX_SEEDS:
-            raise SpaceError(f"{source}: 'seeds' must be an integer from 1 to {MAX_SEEDS}, got {n_seeds!r}")
+        if (
+            isinstance(n_seeds, bool)
+            or not isinstance(n_seeds, int)
+            or not 1 <= n_seeds <= MAX_SEEDS
+        ):
+            raise SpaceError(
+                f"{source}: 'seeds' must be an integer from 1 to {MAX_SEEDS}, got {n_seeds!r}"
+            )
         constants.pop("seed", None)
         randoms.pop("seed", None)
         grids["seed"] = list(range(n_seeds))
@@ -215,7 +224,9 @@ def load_space(path: str | Path, *, seeds: int | None = None) -> Space:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise SpaceError(
+            f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}"
+        ) from None
     return parse_space(document, source=str(path), seeds=seeds)
 
 

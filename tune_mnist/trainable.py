@@ -290,7 +290,12 @@ def _update_state(state: PairState, arm_metrics: dict[str, dict[str, Any]], epoc
     for arm, metrics in arm_metrics.items():
         state.diverged[arm] = bool(metrics["diverged"])
     pair_val_acc = float(
-        np.mean([CHANCE_ACCURACY if state.diverged[arm] else arm_metrics[arm]["val_acc"] for arm in ARMS])
+        np.mean(
+            [
+                CHANCE_ACCURACY if state.diverged[arm] else arm_metrics[arm]["val_acc"]
+                for arm in ARMS
+            ]
+        )
     )
     if pair_val_acc > state.best_pair_val_acc:
         state.best_pair_val_acc, state.epochs_since_best = pair_val_acc, 0

@@ -112,9 +112,7 @@ def _first_epoch_seconds(run_dir: Path, started: float) -> float | None:
 def _memory_figures(peaks: dict[int, tuple[int, str]], driver_pid: int) -> dict[str, Any]:
     """Peak RSS in MiB of the driver, of the largest trial process, and of all processes summed."""
     # A trial runs in a Ray worker named after the trainable (or Tune's function wrapper).
-    trials = [
-        rss for rss, name in peaks.values() if "train_pair" in name or "ImplicitFunc" in name
-    ]
+    trials = [rss for rss, name in peaks.values() if "train_pair" in name or "ImplicitFunc" in name]
     return {
         "driver_peak_rss_mib": peaks.get(driver_pid, (0, ""))[0] / 2**20,
         "trial_peak_rss_mib": max(trials) / 2**20 if trials else None,

@@ -74,7 +74,13 @@ def epoch_images(cfg: dict[str, Any], x: np.ndarray, y: np.ndarray, seconds: flo
 
 
 def service_dataset(
-    x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, mixup: bool, mixup_alpha: float = 0.2
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    mixup: bool,
+    mixup_alpha: float = 0.2,
 ) -> tf.data.Dataset:
     """The batches of one epoch as a trial makes them (`tune_mnist.pipeline.TrainingSet`)."""
     from tune_mnist.pipeline import TrainingSet

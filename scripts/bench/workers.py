@@ -36,8 +36,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def throughput(spec: dict[str, Any]) -> dict[str, Any]:
     """Images/s of the service's path over about `seconds` of whole epochs."""
-    from tune_mnist.model import compile_model
     from bench.timing import service_dataset
+    from tune_mnist.model import compile_model
 
     search = fashion(spec["images"])
     cfg = config(**spec["config"])
