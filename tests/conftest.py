@@ -17,6 +17,23 @@ batch_size: 64
 """
 
 
+def search_command(*args: str) -> list[str]:
+    """A search as a user starts it: `python -m tune_mnist.run ARGS`."""
+    return [sys.executable, "-m", "tune_mnist.run", *args]
+
+
+def run_search(*args: str, timeout: float = 600, cwd: Path | None = None):
+    """Run a search to its end; its output comes back as text."""
+    return subprocess.run(
+        search_command(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+def search_failed(result: subprocess.CompletedProcess) -> str:
+    """The end of a search's output, for an assertion message."""
+    return result.stdout[-3000:] + result.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
     """One real search shared by the results tests: 2 architectures x 2 seeds = 4 pairs, 2 epochs.
@@ -25,29 +42,10 @@ def small_run(tmp_path_factory) -> Path:
     """
     root = tmp_path_factory.mktemp("small_run")
     (root / "space.yaml").write_text(SMALL_SPACE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tune_mnist.run",
-            "--space",
-            str(root / "space.yaml"),
-            "--seeds",
-            "2",
-            "--dataset",
-            "mnist_sample",
-            "--train-subset",
-            "300",
-            "--max-epochs",
-            "2",
-            "--storage-path",
-            str(root / "runs"),
-            "--name",
-            "small",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_search(
+        "--space", str(root / "space.yaml"), "--seeds", "2", "--dataset", "mnist_sample",
+        "--train-subset", "300", "--max-epochs", "2", "--storage-path", str(root / "runs"),
+        "--name", "small",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
     return root / "runs" / "small"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from conftest import search_command
 
 from tune_mnist.trainable import FAULT_ENV
 
@@ -34,7 +35,7 @@ class Driver:
         self.log = log
         self.handle = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tune_mnist.run", *args],
+            search_command(*args),
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -1,7 +1,12 @@
 """The results CLI on a real run: comparison, test evaluation and figures."""
 
+import shutil
+from pathlib import Path
+
+import pytest
+
 from tune_mnist.plots import FIGURE_FILES
-from tune_mnist.results import main
+from tune_mnist.results import ExperimentError, collect, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,3 +31,30 @@ def test_plot_writes_five_png_figures(small_run, capsys):
     for file in FIGURE_FILES.values():
         content = (small_run / file).read_bytes()
         assert content[:8] == PNG_SIGNATURE and len(content) > 1000, file
+
+
+def _copy_without_checkpoints(run_dir: Path, to: Path) -> Path:
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet"))
+    return to
+
+
+def test_an_unreadable_experiment_state_is_one_line_and_exit_2(small_run, tmp_path, capsys):
+    """Not 'every trial PENDING, interrupted': the statuses are unknown, and the user is told so."""
+    copy = _copy_without_checkpoints(small_run, tmp_path / "broken")
+    for state in copy.glob("experiment_state-*.json"):
+        state.write_text('{"trial_data": [')
+    assert main([str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "experiment state" in err[0]
+
+
+def test_only_a_truncated_last_result_line_is_skipped(small_run, tmp_path):
+    copy = _copy_without_checkpoints(small_run, tmp_path / "cut")
+    result = sorted(copy.glob("train_pair_*/result.json"))[0]
+    lines = result.read_text().splitlines()
+    result.write_text("\n".join(lines) + '\n{"epoch": 3, "pair_val')  # killed mid-write
+    epochs = collect(copy).epochs
+    assert epochs.groupby("trial_id").size().tolist() == [2] * 8
+    result.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(ExperimentError, match="line 2 is not JSON"):
+        collect(copy)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_search
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,13 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_search(*args, timeout=120, cwd=cwd)
 
 
 # main() in a fresh interpreter that says, after main returns, whether Ray was ever imported.
@@ -102,7 +97,7 @@ def test_unwritable_storage_path_is_refused_before_training(tmp_path):
 
 def test_huge_grids_need_yes(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("num_conv: {grid: [0, 1]}\nmixup: {grid: [false, true]}\n")
+    space.write_text("num_conv: {grid: [0, 1]}\nseeds: 2\n")
     result = run_cli(
         "--space", str(space), "--max-trials", "3", "--storage-path", str(tmp_path / "out")
     )

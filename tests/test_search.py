@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import run_search, search_failed
 
 from tune_mnist.metrics import METRICS
 
@@ -24,29 +25,11 @@ seeds: 1
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     (root / "space.yaml").write_text(SPACE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tune_mnist.run",
-            "--space",
-            str(root / "space.yaml"),
-            "--dataset",
-            "mnist_sample",
-            "--train-subset",
-            "400",
-            "--max-epochs",
-            "2",
-            "--storage-path",
-            str(root / "runs"),
-            "--name",
-            "it",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_search(
+        "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",
+        "--max-epochs", "2", "--storage-path", str(root / "runs"), "--name", "it",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
     assert "Pairs: 2 TERMINATED" in result.stdout and str(root / "runs" / "it") in result.stdout
     return root / "runs" / "it"
 
@@ -89,32 +72,12 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
 def test_reused_workers_train_the_same_models(run_dir):
     """--reuse-workers only changes where trials run: seeded trials give the same metrics as in fresh workers."""
     root = run_dir.parent.parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tune_mnist.run",
-            "--space",
-            str(root / "space.yaml"),
-            "--dataset",
-            "mnist_sample",
-            "--train-subset",
-            "400",
-            "--max-epochs",
-            "2",
-            "--reuse-workers",
-            "--max-concurrent",
-            "1",
-            "--storage-path",
-            str(root / "runs"),
-            "--name",
-            "reused",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_search(
+        "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",
+        "--max-epochs", "2", "--reuse-workers", "--max-concurrent", "1",
+        "--storage-path", str(root / "runs"), "--name", "reused",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
     keys = ["config/num_conv", "config/mixup", "epoch"]
     metrics = ["train_loss", "val_acc", "val_mixed_acc", "val_loss"]
 
@@ -141,19 +104,34 @@ def test_asha_stops_a_poor_pair_as_a_whole(tmp_path):
     """Paired ASHA: the pair that cannot learn (learning rate 1e-7) stops at the first rung, both
     arms together; the good pair, which reached the rung first, runs to --max-epochs."""
     (tmp_path / "space.yaml").write_text(ASHA_SPACE)
-    result = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", "--space", str(tmp_path / "space.yaml"),
-         "--scheduler", "asha", "--dataset", "mnist_sample", "--train-subset", "200",
-         "--max-epochs", "3", "--reduction-factor", "2", "--max-concurrent", "1",
-         "--storage-path", str(tmp_path / "runs"), "--name", "asha"],
-        capture_output=True, text=True, timeout=400,
+    result = run_search(
+        "--space", str(tmp_path / "space.yaml"), "--scheduler", "asha", "--dataset", "mnist_sample",
+        "--train-subset", "200", "--max-epochs", "3", "--reduction-factor", "2",
+        "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "asha",
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, search_failed(result)
     trials = pd.read_parquet(tmp_path / "runs" / "asha" / "trials.parquet")
     assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
     runs = trials.groupby("config/learning_rate")["epochs_run"].agg(["min", "max"])
     assert runs.loc[0.002].tolist() == [3, 3] and runs.loc[1e-7].tolist() == [1, 1]
     assert (tmp_path / "runs" / "asha" / "comparison.parquet").is_file()
+
+
+def test_repeated_configurations_are_separate_pairs(tmp_path):
+    """--num-samples 2 on a space without random keys: two identical configurations, two pairs,
+    both compared (the comparison once failed on the duplicate pair key, losing every result)."""
+    (tmp_path / "space.yaml").write_text("num_conv: 0\nnum_dense: 0\nbatch_size: 100\nseeds: 1\n")
+    result = run_search(
+        "--space", str(tmp_path / "space.yaml"), "--num-samples", "2", "--dataset", "mnist_sample",
+        "--train-subset", "100", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
+        "--name", "twice",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
+    trials = pd.read_parquet(tmp_path / "runs" / "twice" / "trials.parquet")
+    assert trials["pair_id"].nunique() == 2 and len(trials) == 4
+    comparison = pd.read_parquet(tmp_path / "runs" / "twice" / "comparison.parquet")
+    assert comparison.query("role == 'primary'")["n_pairs"].tolist() == [2]
+    assert (tmp_path / "runs" / "twice" / "test_eval.parquet").is_file()
 
 
 def test_manifest_records_how_the_run_was_made(run_dir):
