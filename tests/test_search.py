@@ -102,12 +102,15 @@ seeds: 1
 
 def test_asha_stops_a_poor_pair_as_a_whole(tmp_path):
     """Paired ASHA: the pair that cannot learn (learning rate 1e-7) stops at the first rung, both
-    arms together; the good pair, which reached the rung first, runs to --max-epochs."""
+    arms together; the good pair, which reached the rung first, runs to --max-epochs.
+
+    Two CPUs per trial on a 2-CPU Ray: one pair at a time, in grid order, so the rung decision
+    is always the same."""
     (tmp_path / "space.yaml").write_text(ASHA_SPACE)
     result = run_search(
         "--space", str(tmp_path / "space.yaml"), "--scheduler", "asha", "--dataset", "mnist_sample",
         "--train-subset", "200", "--max-epochs", "3", "--reduction-factor", "2",
-        "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "asha",
+        "--cpus-per-trial", "2", "--storage-path", str(tmp_path / "runs"), "--name", "asha",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     trials = pd.read_parquet(tmp_path / "runs" / "asha" / "trials.parquet")

@@ -122,11 +122,8 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {run_dir.name} was made with a different search space "
                 f"than {args.space}"
             )
-    return argparse.Namespace(
-        **{**RESUME_DEFAULTS, **original, "resume": True},
-        storage_path=args.storage_path,
-        name=args.name,
-    )
+    where = {"storage_path": args.storage_path, "name": args.name}
+    return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
