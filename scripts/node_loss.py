@@ -1,6 +1,6 @@
 """Lose a node mid-search: trials on it must be rescheduled on the others and nothing may be lost.
 
-    python scripts/node_loss.py                  # head + 2 workers (1 CPU each), 6 trials x 4 epochs
+    python scripts/node_loss.py                # head + 2 workers (1 CPU each), 6 trials x 4 epochs
     python scripts/node_loss.py --json node_loss.json
 
 Starts a token-auth cluster with cluster/local.sh, submits a search with `ray job submit`, waits
@@ -54,7 +54,7 @@ def node_id_of(node_dir: Path) -> str:
 
 
 def node_processes(node_dir: Path) -> list[psutil.Process]:
-    """The processes of one node: those naming its temp dir on their command line, and their children."""
+    """The processes of one node: those naming its temp dir in their command line, and children."""
     marker = f"{node_dir}/"
     roots = []
     for proc in psutil.process_iter(["cmdline"]):
@@ -138,8 +138,8 @@ def main() -> int:
         (state / "space.yaml").write_text(SPACE)
         run_dir = state / "runs" / "node-loss"
         print(
-            f"cluster up in {figures['cluster_up_seconds']} s; submitting the search; will kill worker-1 "
-            f"(node {victim[:12]})",
+            f"cluster up in {figures['cluster_up_seconds']} s; submitting the search; "
+            f"will kill worker-1 (node {victim[:12]})",
             flush=True,
         )
         job_started = time.time()
@@ -207,8 +207,8 @@ def main() -> int:
             epochs_reported_before_kill=len(before),
         )
         print(
-            f"killed worker-1 ({len(processes)} processes) {figures['killed_after_seconds']} s into the search; "
-            f"trials on it: {', '.join(hit)}",
+            f"killed worker-1 ({len(processes)} processes) "
+            f"{figures['killed_after_seconds']} s into the search; trials on it: {', '.join(hit)}",
             flush=True,
         )
 

@@ -1,4 +1,4 @@
-"""Soak test: many one-epoch trials in one search, with the memory of the driver and Ray's workers over time.
+"""Soak test: many one-epoch trials in one search, tracking driver and Ray worker memory over time.
 
     python scripts/soak.py                      # 200 trials, 200 images, 2 at a time on 2 cores
     python scripts/soak.py --trials 40 --out soak.csv
@@ -127,7 +127,8 @@ def main() -> int:
         else pd.DataFrame()
     )
     print(
-        f"search exit status {driver.returncode}, {len(trials)} of {args.trials} trials in trials.parquet, "
+        f"search exit status {driver.returncode}, "
+        f"{len(trials)} of {args.trials} trials in trials.parquet, "
         f"{frame['seconds'].iloc[-1]:.0f} s; log {storage / 'soak.log'}; samples {args.out}"
     )
     ok = (
@@ -141,7 +142,8 @@ def main() -> int:
         last = at_end[group].tail(30).max() if not at_end.empty else float("nan")
         growth = last / first - 1 if first else float("nan")
         print(
-            f"{group:12s} RSS at trial {mark}: {first:7.0f} MiB, at the end: {last:7.0f} MiB ({growth:+.1%})"
+            f"{group:12s} RSS at trial {mark}: {first:7.0f} MiB, "
+            f"at the end: {last:7.0f} MiB ({growth:+.1%})"
         )
         ok = ok and growth <= 0.10
     print("PASS" if ok else "FAIL")

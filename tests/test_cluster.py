@@ -1,6 +1,8 @@
-"""A real multi-node run: cluster/local.sh starts a token-auth Ray cluster (head + 2 workers, one CPU
-each), `ray job submit` runs the search on it, and the results show every trial exactly once, spread
-over several nodes. Then `local.sh down` must leave none of the cluster's processes behind.
+"""A real multi-node run on a token-auth Ray cluster.
+
+cluster/local.sh starts the cluster (head + 2 workers, one CPU each), `ray job submit` runs the
+search on it, and the results show every trial exactly once, spread over several nodes. Then
+`local.sh down` must leave none of the cluster's processes behind.
 
 Slow-ish (about a minute on 2 cores); skip with `pytest -m "not cluster"`.
 """

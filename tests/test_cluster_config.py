@@ -1,5 +1,7 @@
-"""The cluster definitions in cluster/ are valid for the tools that read them: Ray's cluster launcher
-(checked with Ray's own schema, as `ray up` does before touching any machine) and KubeRay."""
+"""The cluster definitions in cluster/ are valid for the tools that read them.
+
+The tools: Ray's cluster launcher (checked with Ray's own schema, as `ray up` does before touching
+any machine) and KubeRay."""
 
 from __future__ import annotations
 

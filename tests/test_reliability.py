@@ -29,7 +29,7 @@ seed: {grid: [0, 1, 2]}
 
 
 class Driver:
-    """A `python -m tune_mnist.run` in its own session; `kill_all` ends it and every Ray process it started."""
+    """A `python -m tune_mnist.run` in its own session; `kill_all` ends it and its Ray processes."""
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
         self.log = log
@@ -85,7 +85,8 @@ def _poll(condition, timeout: float, what: str, driver: Driver):
             return found
         if driver.proc.poll() is not None:
             pytest.fail(
-                f"search ended (status {driver.proc.returncode}) before {what}:\n{driver.output()[-3000:]}"
+                f"search ended (status {driver.proc.returncode}) before {what}:\n"
+                f"{driver.output()[-3000:]}"
             )
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}:\n{driver.output()[-3000:]}")
@@ -190,7 +191,7 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
 
 
 def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
-    """Case 2: Ctrl-C, then a --resume whose driver is SIGKILLed mid-trial, then a --resume that finishes."""
+    """Case 2: Ctrl-C, a --resume whose driver is SIGKILLed mid-trial, then one that finishes."""
     # Six trials: a tiny trial takes about a second, and Tune's state shows the first one finished
     # only seconds later; with fewer, all of them could finish before the Ctrl-C lands.
     (tmp_path / "space.yaml").write_text(TINY_SPACE.replace("[0, 1, 2]", "[0, 1, 2, 3, 4, 5]"))
@@ -259,7 +260,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from tune_mnist.files import write_parquet
 path = Path(sys.argv[1])
-frames = [pd.DataFrame({"version": np.full(200_000, v), "x": np.arange(200_000) * v}) for v in (1, 2)]
+n = 200_000
+frames = [pd.DataFrame({"version": np.full(n, v), "x": np.arange(n) * v}) for v in (1, 2)]
 write_parquet(path, frames[0])
 print("ready", flush=True)
 i = 0
@@ -270,7 +272,7 @@ while True:
 
 
 def test_a_writer_killed_mid_write_leaves_a_complete_file(tmp_path):
-    """Case 6: SIGKILL the results writer at random moments; the file is always one whole version."""
+    """Case 6: SIGKILL the results writer at random moments; the file is always one full version."""
     import random
 
     target = tmp_path / "trials.parquet"

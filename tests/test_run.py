@@ -150,8 +150,9 @@ def test_resume_refuses_a_different_space(tmp_path):
     assert result.returncode == 2 and "unreadable" in result.stderr
 
 
-# Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and exit 2,
-# never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is trained.
+# Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
+# exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
+# trained.
 
 FLAGS = [
     "--space",

@@ -39,7 +39,7 @@ def test_trials_parquet_has_one_row_per_arm_and_two_arms_per_pair(run_dir):
     assert len(trials) == 4 and trials["trial_id"].is_unique
     assert all(sorted(arms) == ["mixup", "plain"] for _, arms in trials.groupby("pair_id")["arm"])
     assert set(trials["status"]) == {"TERMINATED"}
-    assert sorted(zip(trials["config/num_conv"], trials["config/mixup"])) == [
+    assert sorted(zip(trials["config/num_conv"], trials["config/mixup"], strict=True)) == [
         (0, False),
         (0, True),
         (1, False),
@@ -70,7 +70,7 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
 
 
 def test_reused_workers_train_the_same_models(run_dir):
-    """--reuse-workers only changes where trials run: seeded trials give the same metrics as in fresh workers."""
+    """--reuse-workers only changes where trials run: seeded trials match those in fresh workers."""
     root = run_dir.parent.parent
     result = run_search(
         "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",

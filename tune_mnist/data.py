@@ -96,7 +96,7 @@ class SearchData:
 
 
 def mix_plan(n: int, *, alpha: float, seed: int) -> MixPlan:
-    """A seeded MixUp of n samples: each is mixed with a random partner, weight ~ Beta(alpha, alpha).
+    """A seeded MixUp of n samples: each mixed with a random partner, weight ~ Beta(alpha, alpha).
 
     The same seed always gives the same plan, so the mixed validation set is identical for every
     trial of a run and `val_mixed_acc` is comparable across trials.
@@ -177,7 +177,9 @@ def read_npz(path: Path) -> Arrays:
         with np.load(path, allow_pickle=False) as f:
             parts = {key: np.asarray(f[key]) for key in IDX_FILES}
     except KeyError as e:
-        raise DataError(f"{path}: missing array {e}; expected x_train, y_train, x_test, y_test")
+        raise DataError(
+            f"{path}: missing array {e}; expected x_train, y_train, x_test, y_test"
+        ) from None
     except Exception as e:  # zipfile, pickle and OS errors all mean a broken file here
         raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
     return Arrays(**parts, source=str(path))

@@ -241,7 +241,8 @@ def is_current(evaluation: Evaluation, trials: pd.DataFrame) -> bool:
         for arm, trial in final_models(trials).items()
     }
     saved = evaluation.test_eval
-    return dict(zip(saved["arm"], zip(saved["trial_id"], saved["checkpoint_epoch"]))) == chosen
+    pairs = zip(saved["trial_id"], saved["checkpoint_epoch"], strict=True)
+    return dict(zip(saved["arm"], pairs, strict=True)) == chosen
 
 
 def format_evaluation(evaluation: Evaluation | None) -> str:

@@ -91,7 +91,8 @@ def _bin_statistics(
         raise ValueError(f"bins must be at least 1, got {bins}")
     confidence, correct = _confidence_and_correct(probs, labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    # Bins are right-closed, (low, high], so confidence 1.0 lands in the last bin and 0 in the first.
+    # Bins are right-closed, (low, high], so confidence 1.0 lands in the last bin and 0 in the
+    # first.
     index = np.searchsorted(edges[1:-1], confidence, side="left")
     count = np.bincount(index, minlength=bins)
     confidence_sum = np.bincount(index, weights=confidence, minlength=bins)

@@ -9,7 +9,8 @@ batch so the shared arrays stay uint8.
 tf.data's autotuner is off: its background thread sleeps up to ~10 s between optimization rounds,
 and the iterator Keras drops at the end of every `model.fit` call waits for that thread to wake.
 With one `fit` per epoch that stalled epochs of a few seconds by up to 10 s (scripts/benchmark.py,
-lever "tf.data autotune"). The pipeline is cheap next to training, so fixed parallelism loses nothing.
+lever "tf.data autotune"). The pipeline is cheap next to training, so fixed parallelism loses
+nothing.
 
 >>> epoch_order(5, seed=0, epoch=1).tolist() == epoch_order(5, seed=0, epoch=1).tolist()
 True

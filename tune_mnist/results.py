@@ -105,7 +105,7 @@ def _dir_trial_id(trial_dir: Path) -> str:
 
 
 def _statuses(run_dir: Path) -> dict[str, str]:
-    """Trial statuses from Tune's newest experiment state (saved during the run, so after a kill)."""
+    """Trial statuses from Tune's newest experiment state (saved during the run: kept on a kill)."""
     # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed
     # run; not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
     states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
@@ -384,9 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tune_mnist.results",
         description=(
-            "Summarize a tune_mnist run (finished or interrupted): rewrite its Parquet files, print "
-            "the MixUp vs plain comparison (primary result first) and the test evaluation of the "
-            "final model of each arm."
+            "Summarize a tune_mnist run (finished or interrupted): rewrite its Parquet files, "
+            "print the MixUp vs plain comparison (primary result first) and the test evaluation "
+            "of the final model of each arm."
         ),
     )
     parser.add_argument("run_dir", help="a run folder: STORAGE_PATH/NAME")

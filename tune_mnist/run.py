@@ -23,7 +23,7 @@ DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quic
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as one line (UsageError) instead of usage plus a message."""
+    """argparse that reports bad arguments as one line (UsageError), not usage plus a message."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see python -m tune_mnist.run --help)")
@@ -49,15 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Tune small Keras CNNs on MNIST-family images with Ray Tune, every configuration with "
             "and without MixUp, and write Parquet results (trials.parquet, epochs.parquet) to "
-            "STORAGE_PATH/NAME. With no arguments: a quick real search on the embedded MNIST sample."
+            "STORAGE_PATH/NAME. With no arguments: a quick real search on the embedded MNIST "
+            "sample."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Exit status: 0 all trials finished, 2 bad input, 3 some trials failed, 130 interrupted (resumable).",
+        epilog=(
+            "Exit status: 0 all trials finished, 2 bad input, 3 some trials failed, "
+            "130 interrupted (resumable)."
+        ),
     )
     what = parser.add_argument_group("what to search")
     what.add_argument(
         "--space",
-        help=f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, or the resumed run's)",
+        help=(
+            f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, "
+            "or the resumed run's)"
+        ),
     )
     what.add_argument(
         "--seeds",
@@ -86,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--data-dir",
-        help="folder with the dataset's .npz or four IDX .gz files (default: $TUNE_MNIST_DATA_DIR, then the Keras cache)",
+        help=(
+            "folder with the dataset's .npz or four IDX .gz files "
+            "(default: $TUNE_MNIST_DATA_DIR, then the Keras cache)"
+        ),
     )
     data.add_argument(
         "--val-fraction",
@@ -138,14 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-failures",
         type=int,
         default=2,
-        help="retries of a failed trial from its last checkpoint before it ends as ERROR (-1: unlimited)",
+        help=(
+            "retries of a failed trial from its last checkpoint before it ends as ERROR "
+            "(-1: unlimited)"
+        ),
     )
     res.add_argument(
         "--reuse-workers",
         action="store_true",
-        help="train trials one after another in the same worker processes: saves starting a worker and "
-        "importing TensorFlow for every trial (about 4 s each on 2 cores), but TensorFlow keeps about "
-        "3 MiB of every trained model's traced functions, so a worker grows over a long search",
+        help=(
+            "train trials one after another in the same worker processes: saves starting a worker "
+            "and importing TensorFlow for every trial (about 4 s each on 2 cores), but TensorFlow "
+            "keeps about 3 MiB of every trained model's traced functions, so a worker grows over a "
+            "long search"
+        ),
     )
     res.add_argument(
         "--max-concurrent",
@@ -154,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     res.add_argument(
         "--address",
-        help="join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); default: start a local Ray",
+        help=(
+            "join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); "
+            "default: start a local Ray"
+        ),
     )
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -181,7 +200,8 @@ def check_args(args: argparse.Namespace) -> None:
         not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name) or ".." in args.name
     ):
         raise UsageError(
-            f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only (no path separators or '..')"
+            f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only "
+            "(no path separators or '..')"
         )
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")

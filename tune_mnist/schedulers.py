@@ -22,7 +22,8 @@ def asha(*, max_epochs: int, grace_period: int = 1, reduction_factor: float = 3)
 
     >>> scheduler = asha(max_epochs=20, grace_period=2)
     """
-    # No metric or mode here: the Tuner passes its own (METRIC, MODE) and refuses a scheduler that has them too.
+    # No metric or mode here: the Tuner passes its own (METRIC, MODE) and refuses a scheduler that
+    # has them too.
     return ASHAScheduler(
         time_attr="training_iteration",
         max_t=max_epochs,

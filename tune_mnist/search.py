@@ -76,7 +76,7 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def recorded_environment() -> dict[str, str]:
-    """The environment variables that shape a run, for the manifest; never ones that hold secrets."""
+    """The environment variables that shape a run, for the manifest; never those holding secrets."""
     return {
         name: value
         for name, value in sorted(os.environ.items())
@@ -127,7 +127,7 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
-    """Every check that needs no data and no Ray: the arguments to run with, the space, the run folder.
+    """Every check that needs no data and no Ray: the arguments to use, the space, the run folder.
 
     Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
     """
@@ -274,8 +274,9 @@ def _tune(
             search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
             num_samples=args.num_samples,
             max_concurrent_trials=args.max_concurrent,
-            # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of every
-            # traced training function even after clear_session + gc, unbounded in long searches.
+            # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of
+            # every traced training function even after clear_session + gc, unbounded in long
+            # searches.
             reuse_actors=args.reuse_workers,
         ),
         run_config=tune.RunConfig(

@@ -114,7 +114,7 @@ class Space:
         """Every configuration of a space without random keys (for tests and dry runs)."""
         names = list(self.grids)
         return [
-            {**self.constants, **dict(zip(names, values))}
+            {**self.constants, **dict(zip(names, values, strict=True))}
             for values in itertools.product(*(self.grids[n] for n in names))
         ]
 
@@ -238,6 +238,6 @@ POOLED = "all"
 
 
 def architecture_label(config: dict[str, Any], varying: list[str]) -> str:
-    """A short name for a configuration without its MixUp arm and seed, e.g. 'num_conv=2 num_dense=0'."""
+    """A short name for a configuration, less its MixUp arm and seed: 'num_conv=2 num_dense=0'."""
     keys = [k for k in varying if k not in ARM_KEYS]
     return " ".join(f"{k}={config[k]}" for k in keys) or "base"
