@@ -14,7 +14,7 @@ def imports_of(module: Path) -> set[str]:
     """The tune_mnist modules a module imports anywhere in its body (deferred imports too)."""
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tune_mnist"):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tune_mnist"):
             name = node.module.removeprefix("tune_mnist").lstrip(".")
             found |= {name} if name else {alias.name for alias in node.names}
         elif isinstance(node, ast.Import):
