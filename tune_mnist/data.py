@@ -296,6 +296,14 @@ def load_arrays(name: str, data_dir: str | Path | None = None, *, seed: int = 0)
     return _validate(arrays, expect_counts=FULL_COUNTS)
 
 
+def check_split(val_fraction: float, train_subset: int | None) -> None:
+    """The rules of a split, checked by the command line before anything is loaded."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if train_subset is not None and train_subset < 1:
+        raise DataError(f"--train-subset must be positive, got {train_subset}")
+
+
 def split(
     arrays: Arrays,
     name: str,
@@ -306,14 +314,11 @@ def split(
     val_mixup_alpha: float = 0.2,
 ) -> SearchData:
     """Carve a fixed, seeded validation set out of the training images; the test set stays out."""
-    if not 0 < val_fraction < 1:
-        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    check_split(val_fraction, train_subset)
     order = np.random.default_rng(seed).permutation(len(arrays.x_train))
     n_val = max(1, round(val_fraction * len(order)))
     val, train = order[:n_val], order[n_val:]
     if train_subset is not None:
-        if train_subset < 1:
-            raise DataError(f"--train-subset must be positive, got {train_subset}")
         train = train[:train_subset]
     return SearchData(
         name=name,

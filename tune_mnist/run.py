@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tune_mnist.data import DATASETS, DataError
+from tune_mnist.data import DATASETS, DataError, check_split
 from tune_mnist.resources import ResourcePlan
 from tune_mnist.results import ExperimentError
 from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
@@ -203,8 +203,7 @@ def check_args(args: argparse.Namespace) -> None:
             f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only "
             "(no path separators or '..')"
         )
-    if not 0 < args.val_fraction < 1:
-        raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    check_split(args.val_fraction, args.train_subset)  # the one home of these rules
     try:
         ResourcePlan(args.cpus_per_trial, args.gpus_per_trial)  # the one home of these rules
     except ValueError as e:
