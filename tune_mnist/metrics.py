@@ -32,6 +32,8 @@ METRICS = (
     "epoch_seconds",
     "images_per_second",
 )
+# What a model that learned nothing scores: ten classes in every MNIST-family dataset.
+CHANCE_ACCURACY = 0.1
 # The per-epoch metrics that describe the model (not the clock), summarized per trial.
 MODEL_METRICS = tuple(m for m in METRICS if m.startswith(("train_", "val_")))
 

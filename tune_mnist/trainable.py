@@ -23,7 +23,7 @@ import numpy as np
 
 from tune_mnist.checkpoint import load_model, load_predictions, load_state, save_checkpoint
 from tune_mnist.data import SearchData, apply_mix, one_hot, scale_images
-from tune_mnist.metrics import score
+from tune_mnist.metrics import CHANCE_ACCURACY, score
 from tune_mnist.resources import (
     ResourcePlan,
     configure_tensorflow_gpus,
@@ -32,7 +32,6 @@ from tune_mnist.resources import (
 from tune_mnist.space import ARMS
 
 PAIR_METRIC = "pair_val_acc"
-CHANCE_ACCURACY = 0.1  # what a failed arm scores in the pair's mean: it learned nothing
 # Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes
 # every attempt of the trials whose config has KEY == VALUE raise; "nan:KEY=VALUE" gives their
 # MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's), so training really produces a NaN
