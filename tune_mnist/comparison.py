@@ -510,7 +510,8 @@ def _primary_line(row: pd.Series, level: float) -> str:
         interval = f"[no {level:.0%} interval: {row['ci_note']}]"
     return (
         f"Primary result (fixed in advance): {row['metric']}, MixUp − plain at the compared epoch, "
-        f"pooled over {row['n_pairs']} pairs ({row['n_seeds']} seeds): {_signed(row['diff'])} "
+        f"pooled over {row['n_pairs']} pairs ({row['n_seeds']} seed"
+        f"{'' if row['n_seeds'] == 1 else 's'}): {_signed(row['diff'])} "
         f"{interval}, p = {_p(row['p_value'])} (sign-flip permutation)"
     )
 
