@@ -88,6 +88,9 @@ def test_reused_workers_train_the_same_models(run_dir):
 
     reused, fresh = by_config(root / "runs" / "reused"), by_config(run_dir)
     assert len(reused) == 8
+    # --max-concurrent 1: one pair at a time, so one reused worker process trained them all.
+    results = (root / "runs" / "reused").glob("train_pair_*/result.json")
+    assert len({json.loads(f.read_text().splitlines()[0])["pid"] for f in results}) == 1
     pd.testing.assert_frame_equal(reused, fresh, rtol=1e-5)
 
 

@@ -270,10 +270,15 @@ def _tune(
                 grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor,
             ),
-            # Random keys are drawn once per sample and kept across the grid (seeds).
-            search_alg=BasicVariantGenerator(constant_grid_search=True, random_state=args.seed),
+            # Random keys are drawn once per sample and kept across the grid (seeds). The limit
+            # goes to the generator itself: Tune ignores `max_concurrent_trials` (with a warning
+            # only) when it is given a generator instance.
+            search_alg=BasicVariantGenerator(
+                constant_grid_search=True,
+                random_state=args.seed,
+                max_concurrent=args.max_concurrent or 0,
+            ),
             num_samples=args.num_samples,
-            max_concurrent_trials=args.max_concurrent,
             # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of
             # every traced training function even after clear_session + gc, unbounded in long
             # searches.
