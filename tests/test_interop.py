@@ -7,7 +7,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-FILES = ["trials", "epochs", "comparison", "test_eval", "confusion", "test_predictions"]
+FILES = [
+    "trials",
+    "epochs",
+    "val_predictions",
+    "comparison",
+    "test_eval",
+    "confusion",
+    "test_predictions",
+]
 
 
 @pytest.mark.parametrize("name", FILES)
