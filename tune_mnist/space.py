@@ -238,6 +238,18 @@ POOLED = "all"
 
 
 def architecture_label(config: dict[str, Any], varying: list[str]) -> str:
-    """A short name for a configuration, less its MixUp arm and seed: 'num_conv=2 num_dense=0'."""
+    """A short name for a configuration, less its MixUp arm and seed: 'num_conv=2 num_dense=0'.
+
+    Numbers drawn from a continuous range keep 3 significant digits, so that a random space's
+    labels stay readable ('dropout=0.438', not 'dropout=0.4382421154053519').
+
+    >>> architecture_label({"num_conv": 2, "dropout": 0.4382421154053519, "seed": 1},
+    ...                    ["num_conv", "dropout", "seed"])
+    'num_conv=2 dropout=0.438'
+    """
     keys = [k for k in varying if k not in ARM_KEYS]
-    return " ".join(f"{k}={config[k]}" for k in keys) or "base"
+    return " ".join(f"{k}={_short(config[k])}" for k in keys) or "base"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
