@@ -175,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
             "default: start a local Ray"
         ),
     )
+    res.add_argument(
+        "--dashboard",
+        action="store_true",
+        help=(
+            "start the local Ray with its dashboard on 127.0.0.1 and print its URL "
+            "(no effect with --address: a cluster has its own)"
+        ),
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--storage-path",
