@@ -18,7 +18,7 @@ from typing import Any
 from tune_mnist import data as datasets
 from tune_mnist import results
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
-from tune_mnist.space import Space, load_space
+from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
@@ -51,7 +51,7 @@ def _git_commit() -> str | None:
 
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow"):
+    for package in ("tune_mnist", "ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -217,6 +217,11 @@ def _manifest(
         "command": argv,
         "args": vars(args),
         "space": space.to_dict(),
+        # The name of a built-in space (its YAML is the installed tune_mnist version's), or the
+        # absolute path of the file.
+        "space_source": (
+            f"built-in:{args.space}" if is_builtin(args.space) else str(Path(args.space).resolve())
+        ),
         "dataset": {
             "name": args.dataset,
             "source": search_data.source,
