@@ -2,9 +2,12 @@
 # A multi-node Ray cluster on this machine, for trying `ray job submit` and multi-node Tune runs
 # before paying for real machines. One head and N worker nodes, each a separate `ray start`
 # (a real raylet with its own resources), with token authentication on and the dashboard/job server
-# bound to 127.0.0.1. Ray advertises the machine's IP (it deliberately replaces 127.0.0.1) and the GCS
-# and raylets listen on all interfaces (Ray has no option to change that); the token is what keeps
-# others out, and a firewall must keep these ports off the internet.
+# bound to 127.0.0.1. Every node advertises the machine's IP, not 127.0.0.1, and no flag changes
+# that on Linux: Ray 2.60's `ray start` replaces a loopback `--node-ip-address` with the machine's
+# address (ray._private.services.resolve_ip_for_localhost; measured with `--node-ip-address
+# 127.0.0.1`: the nodes still advertised the machine's IP). The GCS, raylets and agents listen on
+# all interfaces (cluster/README.md lists them); the token is what keeps others out, and a
+# firewall must keep these ports off the internet.
 #
 #   cluster/local.sh up [--workers N] [--cpus-per-node C] [--port GCS_PORT]
 #                       [--dashboard-port P] [--client-port P] [--object-store-mb M]

@@ -143,13 +143,18 @@ step() {
 }
 
 step ray_up ray up -y --no-config-cache "$work/onprem.yaml"
+# The documented command (cluster/README.md), made small: no --space, so run.py, copied alone to
+# the remote home, must find the default space in the installed package.
 step ray_submit ray submit "$work/onprem.yaml" "$repo/tune_mnist/run.py" \
     --address auto --dataset mnist_sample --train-subset 300 --max-epochs 1 \
-    --space '~/project/tests/spaces/cluster_smoke.yaml' --storage-path "$work/runs" --name selftest
+    --storage-path "$work/runs" --name selftest
 step ray_down ray down -y "$work/onprem.yaml"
 
 trials=$work/runs/selftest/trials.parquet
 rows=$("$bin_dir/python" -c "import pandas as pd; t = pd.read_parquet('$trials'); print(int((t['status'] == 'TERMINATED').sum()))") \
     || fail "no readable $trials"
-[ "$rows" -ge 6 ] || fail "expected 6 finished trials in $trials, found $rows"
+# One row per arm: two per pair of the default space.
+expected=$(PYTHONPATH=$repo "$bin_dir/python" -c "from tune_mnist.space import DEFAULT_SPACE, load_space; print(2 * load_space(DEFAULT_SPACE).num_trials(1))") \
+    || fail "cannot read the default space"
+[ "$rows" -eq "$expected" ] || fail "expected $expected finished trials (arms) in $trials, found $rows"
 echo "onprem selftest: PASS (ray up, ray submit: $rows trials finished, ray down)"

@@ -14,6 +14,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from tune_mnist.space import builtin_spaces
+
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 LAUNCHER_CONFIGS = ["aws.yaml", "onprem.yaml"]
 
@@ -115,11 +117,13 @@ def test_rayjob_has_what_kuberay_requires():
     assert gpu_requests, "a GPU worker group should request nvidia.com/gpu"
 
 
-def test_rayjob_entrypoint_uses_files_the_image_contains():
+def test_rayjob_entrypoint_uses_a_space_and_data_the_image_contains():
+    """Rule: the entrypoint names a built-in space (package data of the package the image
+    installs) and a dataset the image's apt step installs."""
     job = load("kuberay-rayjob.yaml")
     entry = job["spec"]["entrypoint"].split()
-    space = entry[entry.index("--space") + 1]
-    assert (CLUSTER_DIR.parent / space).is_file()
+    assert entry[entry.index("--space") + 1] in builtin_spaces()
     dockerfile = (CLUSTER_DIR / "Dockerfile").read_text()
-    assert "COPY --chown=ray:users search_spaces" in dockerfile
+    assert "COPY --chown=ray:users tune_mnist ./tune_mnist" in dockerfile
+    assert "RUN pip install --no-cache-dir . " in dockerfile  # not editable: a wheel's contents
     assert "dataset-fashion-mnist" in dockerfile

@@ -7,6 +7,7 @@ import pytest
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint
 from tune_mnist.data import SAMPLE_TEST_SIZE
 from tune_mnist.evaluation import final_models
+from tune_mnist.files import best_model_file, best_savedmodel_dir
 from tune_mnist.results import load, main
 
 
@@ -77,6 +78,24 @@ def test_best_models_are_exported_and_load(small_run, arm):
     assert probs.shape == (2, 10)
 
 
+@pytest.mark.parametrize("arm", ["plain", "mixup"])
+def test_best_models_are_also_savedmodels_serving_the_same_probabilities(small_run, arm):
+    """Rule: best_<arm>_savedmodel/ loads with TensorFlow alone, and its `serve` signature gives
+    the .keras model's class probabilities (atol 1e-5); no temporary export folder is left."""
+    import keras
+    import tensorflow as tf
+
+    images = np.zeros((2, 28, 28, 1), dtype=np.float32)
+    images[1] = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28, 1)  # not only zeros
+    exported = tf.saved_model.load(str(small_run / best_savedmodel_dir(arm)))
+    served = np.asarray(exported.serve(tf.constant(images)))
+    model = keras.models.load_model(small_run / best_model_file(arm), safe_mode=True)
+    assert served.shape == (2, 10)
+    np.testing.assert_allclose(served.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-5)
+    assert not list(small_run.glob(f".{best_savedmodel_dir(arm)}*"))
+
+
 def test_without_checkpoints_the_cli_says_what_is_missing(small_run, tmp_path, capsys):
     import shutil
 
@@ -84,7 +103,9 @@ def test_without_checkpoints_the_cli_says_what_is_missing(small_run, tmp_path, c
     shutil.copytree(
         small_run,
         copy,
-        ignore=shutil.ignore_patterns("checkpoint_*", "*.parquet", "*.png", "best_*.keras"),
+        ignore=shutil.ignore_patterns(
+            "checkpoint_*", "*.parquet", "*.png", "best_*.keras", "best_*_savedmodel"
+        ),
     )
     assert main([str(copy), "--plot"]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -9,7 +7,6 @@ from tune_mnist.model import build_model, compile_model, conv_filters
 from tune_mnist.space import KEYS, load_space
 
 DEFAULTS = {k: spec.default for k, spec in KEYS.items()}
-SEED_GRID = Path(__file__).resolve().parent.parent / "search_spaces" / "seed_grid.yaml"
 NOTEBOOK_PARAMS = {
     (2, 0): 403_438, (2, 1): 290_692, (2, 2): 290_802,
     (3, 0): 550_942, (3, 1): 400_564, (3, 2): 400_674,
@@ -52,7 +49,7 @@ def describe(model: keras.Model) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def seed_grid_models() -> dict[tuple[int, int], dict]:
-    configs = load_space(SEED_GRID).grid_configs()
+    configs = load_space("seed_grid").grid_configs()
     return {(c["num_conv"], c["num_dense"]): c for c in configs}
 
 

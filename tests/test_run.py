@@ -1,7 +1,9 @@
 """Bad input: one line on stderr, exit status 2, before Ray or training starts."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,12 +133,12 @@ def test_truncated_dataset_file_is_one_line(tmp_path):
 
 
 def test_resume_refuses_a_different_space(tmp_path):
-    from tune_mnist.run import DEFAULT_SPACE, build_parser
-    from tune_mnist.space import load_space
+    from tune_mnist.run import build_parser
+    from tune_mnist.space import DEFAULT_SPACE, load_space
 
     run_dir = tmp_path / "out" / "old"
     run_dir.mkdir(parents=True)
-    args = vars(build_parser().parse_args(["--name", "old"])) | {"space": str(DEFAULT_SPACE)}
+    args = vars(build_parser().parse_args(["--name", "old"])) | {"space": DEFAULT_SPACE}
     manifest = {"args": args, "space": load_space(DEFAULT_SPACE).to_dict()}
     (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
     other = tmp_path / "other.yaml"
@@ -289,3 +291,32 @@ def test_random_yaml_is_valid_or_one_line_exit_2(document, tmp_path, monkeypatch
     _assert_valid_or_one_line(
         main, ["--space", str(space), "--storage-path", str(tmp_path / "out")], capsys
     )
+
+
+def test_an_unknown_space_name_lists_the_built_in_spaces(tmp_path):
+    """Rule: --space that is neither a built-in name nor a file: one line naming every built-in."""
+    result = run_cli("--space", "nosuch", "--storage-path", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: nosuch: no such search-space file, and not a built-in space "
+        "(built-in: asha_wide, quickstart, seed_grid)"
+    ]
+
+
+def test_run_py_works_as_a_plain_script_from_another_folder(tmp_path):
+    """Rule: a copy of run.py started as a script, as `ray submit` runs it in the remote home,
+    needs only the package: its --help names the built-in spaces and a bad --space exits 2."""
+    script = tmp_path / "remote_home" / "run.py"
+    script.parent.mkdir()
+    shutil.copy(REPO / "tune_mnist" / "run.py", script)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the package as a node has it: importable
+
+    def run_script(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(script), *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+
+    shown = run_script("--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "(asha_wide, quickstart, seed_grid)" in " ".join(shown.stdout.split())
+    bad = run_script("--space", "nosuch", "--storage-path", str(tmp_path / "out"))
+    assert bad.returncode == 2 and "built-in: asha_wide, quickstart, seed_grid" in bad.stderr

@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from tune_mnist.space import SpaceError, load_space, parse_space
+from tune_mnist.space import SpaceError, builtin_spaces, load_space, parse_space
 
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_seed_grid_is_the_original_study():
-    space = load_space(SPACES / "seed_grid.yaml")
+    space = load_space("seed_grid")
     configs = space.grid_configs()
     assert len(configs) == 9  # pairs: each trains a plain and a MixUp model
     architectures = {(c, d) for c in (2, 3, 4) for d in (0, 1, 2)}
@@ -36,19 +36,44 @@ def test_batch_norm_grid_may_combine_with_batch_norm_places():
 
 
 def test_seeds_repeat_every_configuration_and_cli_overrides():
-    space = load_space(SPACES / "seed_grid.yaml", seeds=3)
+    space = load_space("seed_grid", seeds=3)
     assert space.num_trials(1) == 27
     assert sorted({c["seed"] for c in space.grid_configs()}) == [0, 1, 2]
 
 
 def test_shipped_spaces_parse():
-    """Rule: the spaces shipped in search_spaces/ are all found, and each parses into a grid."""
-    paths = sorted(SPACES.glob("*.yaml"))
-    expected = {"quickstart.yaml", "seed_grid.yaml", "asha_wide.yaml"}
-    assert expected <= {p.name for p in paths}, f"{SPACES} holds {[p.name for p in paths]}"
-    for path in paths:
-        space = load_space(path)
-        assert space.num_trials(1) >= 1, path
+    """Rule: the built-in spaces are all found by name, and each parses into a grid."""
+    assert {"quickstart", "seed_grid", "asha_wide"} <= set(builtin_spaces()), builtin_spaces()
+    for name in builtin_spaces():
+        space = load_space(name)
+        assert space.num_trials(1) >= 1 and space.source == f"built-in space {name}"
+
+
+def test_search_spaces_in_the_checkout_shows_the_built_in_files():
+    """Rule: the checkout's search_spaces/ holds the built-in spaces (a link to the package's)."""
+    shown = sorted(p.stem for p in (REPO / "search_spaces").glob("*.yaml"))
+    assert shown == builtin_spaces()
+    by_path = load_space(REPO / "search_spaces" / "seed_grid.yaml")
+    assert by_path.to_dict() == load_space("seed_grid").to_dict()
+
+
+def test_an_unknown_name_lists_the_built_in_spaces(tmp_path, monkeypatch):
+    """Rule: a --space that is neither a file nor a built-in name fails naming every built-in."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpaceError) as err:
+        load_space("nosuch")
+    assert str(err.value) == (
+        "nosuch: no such search-space file, and not a built-in space "
+        f"(built-in: {', '.join(builtin_spaces())})"
+    )
+
+
+def test_a_file_is_read_where_no_built_in_has_its_name(tmp_path, monkeypatch):
+    """Rule: names come first; a file shadowing a built-in name is read as ./NAME."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart").write_text("num_conv: 0\n")
+    assert load_space("quickstart").source == "built-in space quickstart"
+    assert load_space("./quickstart").constants["num_conv"] == 0
 
 
 def test_random_keys_become_tune_domains():

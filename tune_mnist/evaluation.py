@@ -16,12 +16,16 @@ Files written next to the other Parquet tables (atomically) and read by ``result
 - ``test_predictions.parquet``: one row per arm per test image: ``arm, test_index, true,
   predicted, confidence, prob_0 .. prob_9``; the plots are drawn from it without TensorFlow.
 - ``best_plain.keras``, ``best_mixup.keras``: the two evaluated models.
+- ``best_plain_savedmodel/``, ``best_mixup_savedmodel/``: the same models as TensorFlow
+  SavedModels (a ``serve`` signature: images of shape (N, 28, 28, 1), float32 in [0, 1] ->
+  class probabilities), for TensorFlow Serving.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,9 @@ from tune_mnist.files import (
     TEST_EVAL_FILE,
     TEST_PREDICTIONS_FILE,
     ManifestError,
+    atomic_write_dir,
     best_model_file,
+    best_savedmodel_dir,
     copy_file,
     read_manifest,
     write_parquet,
@@ -178,7 +184,8 @@ def _checkpoints(
 def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluation:
     """Restore each arm's chosen model from its last checkpoint and score it once on the test set.
 
-    Also copies each evaluated model to ``RUN_DIR/best_<arm>.keras``. An arm that cannot be
+    Also copies each evaluated model to ``RUN_DIR/best_<arm>.keras`` and exports it as the
+    SavedModel ``RUN_DIR/best_<arm>_savedmodel/``. An arm that cannot be
     evaluated (no finished trial, no checkpoint) is named in ``missing``; raises
     ``EvaluationUnavailable`` when neither arm can be.
     """
@@ -202,6 +209,7 @@ def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluati
         confusions.append(_confusion(arm, arrays.y_test, probs.argmax(axis=1)))
         predictions.append(_predictions(arm, probs, arrays.y_test))
         copy_file(directory / model_file(arm), run_dir / best_model_file(arm))
+        atomic_write_dir(run_dir / best_savedmodel_dir(arm), partial(model.export, verbose=False))
     labels = {"arm": "string", "trial_id": "string", "architecture": "string"}
     return Evaluation(
         test_eval=pd.DataFrame(rows).astype(labels),

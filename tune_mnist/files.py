@@ -44,6 +44,11 @@ def best_model_file(arm: str) -> str:
     return f"best_{arm}.keras"
 
 
+def best_savedmodel_dir(arm: str) -> str:
+    """The same model as a TensorFlow SavedModel folder, e.g. ``best_mixup_savedmodel``."""
+    return f"best_{arm}_savedmodel"
+
+
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Call ``write(temporary_path)``, then move the finished file to ``path`` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,37 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_dir(path: Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(temporary_folder)``, then move the finished folder to ``path`` by renaming.
+
+    A rename is atomic on a local POSIX filesystem, but a folder cannot be renamed over a full one:
+    an existing ``path`` is first renamed aside, then deleted. A reader sees the old folder, for
+    an instant none, or the new one; never a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    aside = None
+    try:
+        write(str(tmp))
+        for file in (f for f in tmp.rglob("*") if f.is_file()):
+            with open(file, "rb+") as f:
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide results from other users
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, aside)  # onto an empty folder: allowed
+        os.replace(tmp, path)
+    except BaseException:
+        if aside is not None and not path.exists():
+            os.replace(aside, path)
+            aside = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _umask() -> int:

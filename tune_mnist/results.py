@@ -380,9 +380,9 @@ def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
     print("\n" + "\n".join(lines), flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tune_mnist.results",
+        prog=prog,
         description=(
             "Summarize a tune_mnist run (finished or interrupted): rewrite its Parquet files, "
             "print the MixUp vs plain comparison (primary result first) and the test evaluation "

@@ -1,5 +1,9 @@
 """Command line: `python -m tune_mnist.run` runs a search and writes its Parquet results.
 
+Also `tune-mnist run` (tune_mnist/cli.py), and `python run.py` on a copy of this file, as
+`ray submit` runs it on a cluster's head: the imports are absolute and the default space is
+package data, so the installed package is all it needs.
+
 Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
 ran but some trials failed, 130 when it was interrupted (Ctrl-C) and can be resumed.
 """
@@ -11,22 +15,21 @@ import math
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from tune_mnist.data import DATASETS, DataError, check_split
 from tune_mnist.resources import ResourcePlan
 from tune_mnist.results import ExperimentError
 from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
-from tune_mnist.space import SpaceError
+from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
+PROG = "python -m tune_mnist.run"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments as one line (UsageError), not usage plus a message."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see python -m tune_mnist.run --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _positive_int(text: str) -> int:
@@ -43,9 +46,9 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m tune_mnist.run",
+        prog=prog,
         description=(
             "Tune small Keras CNNs on MNIST-family images with Ray Tune, every configuration with "
             "and without MixUp, and write Parquet results (trials.parquet, epochs.parquet) to "
@@ -62,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--space",
         help=(
-            f"search-space YAML file (see search_spaces/; default {DEFAULT_SPACE.name}, "
-            "or the resumed run's)"
+            f"a built-in search space ({', '.join(builtin_spaces())}) or a search-space YAML "
+            f"file (default: {DEFAULT_SPACE}, or the resumed run's)"
         ),
     )
     what.add_argument(
@@ -175,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
             "default: start a local Ray"
         ),
     )
+    res.add_argument(
+        "--dashboard",
+        action="store_true",
+        help=(
+            "start the local Ray with its dashboard on 127.0.0.1 and print its URL "
+            "(no effect with --address: a cluster has its own)"
+        ),
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--storage-path",
@@ -220,12 +231,12 @@ def check_args(args: argparse.Namespace) -> None:
     if args.resume and not args.name:
         raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
     if not args.resume and args.space is None:
-        args.space = str(DEFAULT_SPACE)
+        args.space = DEFAULT_SPACE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         check_args(args)
         return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
     except (UsageError, SpaceError, DataError, ExperimentError) as e:

@@ -18,7 +18,7 @@ from typing import Any
 from tune_mnist import data as datasets
 from tune_mnist import results
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
-from tune_mnist.space import Space, load_space
+from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
@@ -51,7 +51,7 @@ def _git_commit() -> str | None:
 
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow"):
+    for package in ("tune_mnist", "ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -85,21 +85,39 @@ def recorded_environment() -> dict[str, str]:
     }
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
+    """Start a local Ray, or join the cluster at ``address`` (then ``dashboard`` does nothing).
+
+    Whatever a trial's process writes reaches this terminal (Ray's log_to_driver), prefixed
+    ``(train_pair pid=N)``: warnings, prints, and the last words of a process that crashes (a
+    fatal TensorFlow check, an out-of-memory kill), which Tune's own report of a failed trial (its
+    traceback, printed by the driver) does not show. Ray prints repeated lines once, with
+    ``[repeated Nx across cluster]``. TensorFlow's C++ log level is set in every worker's
+    environment, which silences its INFO and WARNING lines; TensorFlow 2.21 writes a few before
+    reading it (oneDNN, CUDA probing), and those still show, once per run.
+    """
     import ray
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    inherited = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    quiet_tensorflow = {"TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # A local instance is ours alone, so its workers may import TensorFlow up front (see
-        # import_tensorflow). On a shared cluster the job's runtime environment is left as given.
-        ray.init(
-            log_to_driver=False,
-            include_dashboard=False,
-            runtime_env={"worker_process_setup_hook": "tune_mnist.trainable.import_tensorflow"},
-        )
+        # A job that already sets the variable (its runtime env reaches this process too) keeps
+        # it: Ray refuses to merge the same variable from the job and from ray.init.
+        ray.init(address=address, runtime_env=None if inherited else {"env_vars": quiet_tensorflow})
+        return
+    # A local instance is ours alone, so its workers may import TensorFlow up front (see
+    # import_tensorflow). On a shared cluster only the log level joins the job's runtime env.
+    context = ray.init(
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",  # never reachable from other machines
+        runtime_env={
+            "env_vars": quiet_tensorflow,
+            "worker_process_setup_hook": "tune_mnist.trainable.import_tensorflow",
+        },
+    )
+    if dashboard:
+        print(f"tune_mnist: Ray dashboard at http://{context.dashboard_url}", flush=True)
 
 
 def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
@@ -122,7 +140,8 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {run_dir.name} was made with a different search space "
                 f"than {args.space}"
             )
-    where = {"storage_path": args.storage_path, "name": args.name}
+    # Where the run is and whether to show a dashboard come from this command, not the manifest.
+    where = {"storage_path": args.storage_path, "name": args.name, "dashboard": args.dashboard}
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
 
@@ -198,6 +217,11 @@ def _manifest(
         "command": argv,
         "args": vars(args),
         "space": space.to_dict(),
+        # The name of a built-in space (its YAML is the installed tune_mnist version's), or the
+        # absolute path of the file.
+        "space_source": (
+            f"built-in:{args.space}" if is_builtin(args.space) else str(Path(args.space).resolve())
+        ),
         "dataset": {
             "name": args.dataset,
             "source": search_data.source,
@@ -241,7 +265,7 @@ def _tune(
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
     # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    _init_ray(args.address)
+    _init_ray(args.address, dashboard=args.dashboard)
     settings = TrialSettings(
         max_epochs=args.max_epochs,
         patience=args.patience,

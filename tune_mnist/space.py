@@ -1,5 +1,8 @@
 """Search spaces: YAML files of model/training keys, validated before Ray starts.
 
+A space is a built-in name (`quickstart`, `seed_grid`, `asha_wide`: package data of
+`tune_mnist.spaces`) or the path of a YAML file.
+
 Each key is either a constant or one of `grid: [...]`, `choice: [...]`, `uniform: [lo, hi]`,
 `loguniform: [lo, hi]`, `randint: [lo, hi]` (both ends included). A top-level `seeds: N` repeats
 every configuration with seeds 0..N-1. There is no `mixup` key: every configuration is one Tune
@@ -12,6 +15,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,8 @@ KEYS: dict[str, Key] = {
 }
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 MAX_SEEDS = 1000
+BUILTIN_PACKAGE = "tune_mnist.spaces"
+DEFAULT_SPACE = "quickstart"
 
 
 @dataclass(frozen=True)
@@ -212,22 +218,47 @@ def parse_space(document: Any, *, source: str = "<space>", seeds: int | None = N
     return Space(source=source, constants=constants, grids=grids, randoms=randoms)
 
 
-def load_space(path: str | Path, *, seeds: int | None = None) -> Space:
-    """Read and validate a search-space YAML file (safe_load: tags never construct objects)."""
-    path = Path(path)
+def builtin_spaces() -> list[str]:
+    """The names of the spaces shipped in the package, e.g. ``quickstart``."""
+    files = resources.files(BUILTIN_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def is_builtin(space: str | Path) -> bool:
+    """Whether ``--space`` names a built-in space; names come first (``./NAME`` is a file)."""
+    return str(space) in builtin_spaces()
+
+
+def _read(space: str | Path) -> tuple[str, str]:
+    """The YAML text of a space and the name its messages give it."""
+    if is_builtin(space):
+        resource = resources.files(BUILTIN_PACKAGE).joinpath(f"{space}.yaml")
+        return resource.read_text(encoding="utf-8"), f"built-in space {space}"
+    path = Path(space)
     try:
-        text = path.read_text()
+        return path.read_text(), str(path)
+    except FileNotFoundError:
+        raise SpaceError(
+            f"{space}: no such search-space file, and not a built-in space "
+            f"(built-in: {', '.join(builtin_spaces())})"
+        ) from None
     except OSError as e:
         raise SpaceError(f"{path}: cannot read the search space ({e.strerror or e})") from None
+
+
+def load_space(space: str | Path, *, seeds: int | None = None) -> Space:
+    """Read and validate a search space, a built-in name or a YAML file (safe_load: tags never
+    construct objects)."""
+    text, source = _read(space)
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpaceError(
-            f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}"
+            f"{source}: not valid YAML{at}: {getattr(e, 'problem', None) or e}"
         ) from None
-    return parse_space(document, source=str(path), seeds=seeds)
+    return parse_space(document, source=source, seeds=seeds)
 
 
 ARM_KEYS = ("mixup", "seed")

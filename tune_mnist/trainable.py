@@ -9,6 +9,7 @@ trial can be retried from its last epoch and `--resume` can continue it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -30,6 +31,10 @@ from tune_mnist.resources import (
     configure_tensorflow_threads,
 )
 from tune_mnist.space import ARMS
+
+# Workers' output reaches the driver's terminal (search._init_ray), where Tune's INFO line for
+# every saved checkpoint (every epoch of every pair) would drown the progress table.
+logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 PAIR_METRIC = "pair_val_acc"
 # Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes
@@ -249,7 +254,10 @@ def _train_arm_epoch(
         mixup_alpha=config["mixup_alpha"] if ARMS[arm] else None,
     )
     started = time.perf_counter()
-    history = model.fit(batches, epochs=epoch, initial_epoch=epoch - 1, verbose=0).history
+    # shuffle=False changes nothing (the batches come in the epoch's seeded order, and Keras
+    # never shuffles a tf.data.Dataset) but stops Keras warning about it in every worker.
+    fitted = model.fit(batches, epochs=epoch, initial_epoch=epoch - 1, shuffle=False, verbose=0)
+    history = fitted.history
     seconds = time.perf_counter() - started
     train = {"train_loss": float(history["loss"][-1]), "train_acc": float(history["acc"][-1])}
     timing = {"epoch_seconds": seconds, "images_per_second": len(training) / seconds}

@@ -9,7 +9,6 @@ import tempfile
 import time
 from typing import Any
 
-from bench import REPO
 from bench.configs import config
 from bench.context import Context, log
 from bench.service import run_service, write_space
@@ -153,7 +152,7 @@ def _seed_grid_run(ctx: Context, scheduler: str) -> dict[str, Any]:
     """seed_grid.yaml through the service with `--scheduler scheduler`: its cost and best."""
     from tune_mnist import results
 
-    args = ["--space", str(REPO / "search_spaces" / "seed_grid.yaml"), "--dataset", "fashion_mnist"]
+    args = ["--space", "seed_grid", "--dataset", "fashion_mnist"]
     args += ["--train-subset", "2000", "--val-fraction", "0.02", "--max-epochs", "6"]
     args += ["--grace-period", "1", "--reduction-factor", "3", "--scheduler", scheduler]
     log(f"asha: original grid with --scheduler {scheduler}")

@@ -1,0 +1,69 @@
+"""`tune-mnist`: the console script, one command for both entry points.
+
+tune-mnist run [OPTIONS]          # = python -m tune_mnist.run [OPTIONS]
+tune-mnist results RUN_DIR        # = python -m tune_mnist.results RUN_DIR
+tune-mnist --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+
+def _run(argv: list[str]) -> int:
+    from tune_mnist import run
+
+    return run.main(argv, prog="tune-mnist run")
+
+
+def _results(argv: list[str]) -> int:
+    from tune_mnist import results
+
+    return results.main(argv, prog="tune-mnist results")
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (_run, "run a search and write its results (tune-mnist run --help)"),
+    "results": (_results, "summarize a run folder again (tune-mnist results --help)"),
+}
+
+
+def version() -> str:
+    """The installed distribution's version; a plain checkout that was never installed has none."""
+    try:
+        return metadata.version("tune_mnist")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tune-mnist",
+        description=(
+            "Tune small Keras CNNs on MNIST-family images with Ray Tune, each configuration with "
+            "and without MixUp, and compare the two arms."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        # Listed for --help only: main() hands everything after the name to that command's parser.
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        command, _ = COMMANDS[argv[0]]
+        return command(argv[1:])
+    parser = build_parser()
+    parser.parse_args(argv)  # --help, --version, or no/unknown command: prints and exits
+    parser.error("put the command first: tune-mnist COMMAND [OPTIONS]")  # e.g. `-- run`
+
+
+if __name__ == "__main__":
+    sys.exit(main())
