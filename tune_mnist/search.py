@@ -17,11 +17,11 @@ from typing import Any
 
 from tune_mnist import data as datasets
 from tune_mnist import results
+from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
-UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 # Options added after the first manifests were written: a resumed old run gets these values.
 RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
