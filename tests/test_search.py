@@ -1,6 +1,7 @@
 """A real Ray Tune search end to end: real Ray, real TensorFlow training, real digits."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -27,10 +28,13 @@ def run_dir(tmp_path_factory):
     (root / "space.yaml").write_text(SPACE)
     result = run_search(
         "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",
-        "--max-epochs", "2", "--storage-path", str(root / "runs"), "--name", "it",
+        "--max-epochs", "2", "--storage-path", str(root / "runs"), "--name", "it", "--verbose",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     assert "Pairs: 2 TERMINATED" in result.stdout and str(root / "runs" / "it") in result.stdout
+    # --verbose: Tune's own status table instead of one line per pair.
+    assert "Trial status" in result.stdout and "│" in result.stdout, result.stdout[-3000:]
+    assert not re.search(r"^pair \d+/\d+ done", result.stdout, re.M), result.stdout[-3000:]
     return root / "runs" / "it"
 
 

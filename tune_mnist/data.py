@@ -207,7 +207,7 @@ def _read_first(places: list[Path]) -> Arrays | None:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """Hide TensorFlow's C++ start-up log lines, so a failed download still ends in one line."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -221,7 +221,7 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def _keras_download(name: str) -> Arrays:
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import keras  # deferred: importing TensorFlow costs seconds the other paths do not need
 
         module = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[

@@ -196,6 +196,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     out.add_argument(
         "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
     )
+    out.add_argument(
+        "--verbose",
+        action="store_true",
+        help=(
+            "show Ray Tune's own output (status table, a box per finished trial) and "
+            "TensorFlow's start-up lines instead of one line per finished pair with the time left"
+        ),
+    )
     parser.add_argument(
         "--seed",
         type=int,

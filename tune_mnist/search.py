@@ -11,6 +11,8 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -141,7 +143,12 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"than {args.space}"
             )
     # Where the run is and whether to show a dashboard come from this command, not the manifest.
-    where = {"storage_path": args.storage_path, "name": args.name, "dashboard": args.dashboard}
+    where = {
+        "storage_path": args.storage_path,
+        "name": args.name,
+        "dashboard": args.dashboard,
+        "verbose": args.verbose,
+    }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
 
@@ -179,6 +186,8 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     search_started = time.time()
     _tune(args, space, search_data, run_dir.parent, run_dir.name)
     search_ended = time.time()
+    if not args.verbose:
+        _import_keras_quietly()
     tables, _ = results.finish(run_dir)
     manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     # Where the wall time went (this invocation only; a resumed run records its own).
@@ -190,6 +199,16 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     write_json(run_dir / MANIFEST_FILE, manifest)
     print(f"\nResults: {run_dir}", flush=True)
     return _exit_status(tables.trials, run_dir)
+
+
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) for the test evaluation without their C++ start-up lines.
+
+    TensorFlow 2.21 writes its oneDNN and CUDA-probe lines to fd 2 whatever TF_CPP_MIN_LOG_LEVEL
+    says. Only the import is silenced: errors while evaluating still reach stderr.
+    """
+    with datasets.native_stderr_silenced():
+        import keras  # noqa: F401
 
 
 def _load_data(args: argparse.Namespace) -> datasets.SearchData:
@@ -276,11 +295,18 @@ def _tune(
         tune.with_parameters(train_pair, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
+    verbose, callbacks = _console_output(args, space)
     if args.resume and tune.Tuner.can_restore(str(storage / name)):
         tuner = tune.Tuner.restore(
             str(storage / name), trainable, resume_unfinished=True, resume_errored=True
         )
-        tuner.fit()
+        # The restored RunConfig is the original run's: this command's output choice replaces its
+        # own. Tune has no public way to change it on restore; get_run_config returns the copy
+        # that fit() uses.
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.verbose, run_config.callbacks = verbose, callbacks
+        with _tune_output(args.verbose):
+            tuner.fit()
         return
     tuner = tune.Tuner(
         trainable,
@@ -315,7 +341,50 @@ def _tune(
             # its models are the ones the test evaluation scores (no epoch chosen on validation).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            verbose=1,  # the status table only: per-epoch result dumps drown the progress
+            verbose=verbose,
+            callbacks=callbacks,
         ),
     )
-    tuner.fit()
+    with _tune_output(args.verbose):
+        tuner.fit()
+
+
+def _console_output(args: argparse.Namespace, space: Space) -> tuple[int, list[Any]]:
+    """Tune's `verbose` and callbacks: our one line per pair, or Tune's own output (--verbose).
+
+    --verbose: Tune's status table and a box per finished trial (1: not every epoch's result).
+    """
+    if args.verbose:
+        return 1, []
+    from tune_mnist.progress import PairProgress
+
+    progress = PairProgress(
+        pairs_total=space.num_trials(args.num_samples),
+        max_epochs=args.max_epochs,
+        varying=[*space.grids, *space.randoms],
+        upper_bound=args.scheduler == "asha" or args.patience is not None,
+    )
+    return 0, [progress]
+
+
+@contextmanager
+def _tune_output(verbose: bool) -> Iterator[None]:
+    """Without --verbose, Tune's legacy output engine, which verbose=0 silences.
+
+    Ray 2.60's new engine (RAY_AIR_NEW_OUTPUT, on by default) prints its experiment table and
+    a result box for every failed trial even at verbose=0 (ray/tune/experimental/output.py); the
+    legacy engine prints nothing at verbose 0. The variable is read when fit() starts, in this
+    process only.
+    """
+    if verbose:
+        yield
+        return
+    saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["RAY_AIR_NEW_OUTPUT"]
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved
