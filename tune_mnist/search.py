@@ -302,9 +302,10 @@ def _tune(
         )
         # The restored RunConfig is the original run's: this command's output choice replaces its
         # own. Tune has no public way to change it on restore; get_run_config returns the copy
-        # that fit() uses.
-        run_config = tuner._local_tuner.get_run_config()
-        run_config.verbose, run_config.callbacks = verbose, callbacks
+        # that fit() uses (absent through Ray Client, where the original's output stays).
+        if tuner._local_tuner is not None:
+            run_config = tuner._local_tuner.get_run_config()
+            run_config.verbose, run_config.callbacks = verbose, callbacks
         with _tune_output(args.verbose):
             tuner.fit()
         return
