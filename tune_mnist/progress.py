@@ -6,6 +6,7 @@ runs with ``--verbose``. Runs in the driver only: a Tune callback sees every rep
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -122,6 +123,13 @@ def last_error_line(error_file: str | Path | None) -> str:
     return lines[-1] if lines else "unknown error (no error file)"
 
 
+def _last_val_acc(report: dict[str, Any]) -> dict[str, float | None]:
+    """Each arm's val_acc in a pair's last report; None for an arm that diverged (NaN, or absent
+    after the epoch it diverged in)."""
+    scores = {arm: (report.get(arm) or {}).get("val_acc") for arm in ARMS}
+    return {arm: v if v is not None and math.isfinite(v) else None for arm, v in scores.items()}
+
+
 class PairProgress(Callback):
     """Prints one line per finished pair and per failed pair to stdout.
 
@@ -140,7 +148,6 @@ class PairProgress(Callback):
         self.started = time.time()
         self.at_once = 1
         self.reports: dict[str, dict[str, Any]] = {}  # trial id -> its latest report
-        self.scores: dict[str, dict[str, float | None]] = {}  # trial id -> arm -> last val_acc
         self.finished: set[str] = set()
 
     def setup(self, **info: Any) -> None:
@@ -148,10 +155,6 @@ class PairProgress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         self.reports[trial.trial_id] = result
-        self.scores[trial.trial_id] = {
-            arm: (result[arm].get("val_acc") if isinstance(result.get(arm), dict) else None)
-            for arm in ARMS
-        }
         running = sum(t.status == "RUNNING" for t in trials)
         self.at_once = max(self.at_once, running)
 
@@ -176,8 +179,7 @@ class PairProgress(Callback):
             "upper_bound": self.upper_bound,
         }
         if error is None:
-            scores = self.scores.get(trial.trial_id, dict.fromkeys(ARMS))
-            line = pair_done_line(val_acc=scores, **common)
+            line = pair_done_line(val_acc=_last_val_acc(report), **common)
         else:
             line = pair_failed_line(error=error, **common)
         print(line, file=sys.stdout, flush=True)
