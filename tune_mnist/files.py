@@ -2,7 +2,8 @@
 
 Every file of a run is written through `atomic_write`: to a temporary name in the same folder,
 flushed to disk, then renamed over the final name, so a kill leaves the old file or the new one,
-never half of one.
+never half of one. The manifest of a run at a storage URI is written as one object (see
+`tune_mnist.storage`), atomic there too.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -24,6 +25,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tune_mnist.storage import is_uri, join, read_bytes, write_object
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
@@ -102,10 +105,13 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    atomic_write(
-        path, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2, default=str))
-    )
+def write_json(path: str | Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to a local path (atomically) or to a storage URI (one object)."""
+    text = json.dumps(document, indent=2, default=str)
+    if is_uri(path):
+        write_object(str(path), text.encode())
+    else:
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -117,13 +123,14 @@ def copy_file(source: Path, destination: Path) -> None:
     atomic_write(destination, lambda tmp: shutil.copyfile(source, tmp))
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's ``run_manifest.json`` as a dict; ManifestError when missing or unreadable."""
-    path = Path(run_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise ManifestError(f"{path} is missing")
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``run_manifest.json`` (local or at a storage URI) as a dict; ManifestError when
+    missing or unreadable."""
+    path = join(run_dir, MANIFEST_FILE)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(read_bytes(path).decode())
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("args"), dict):

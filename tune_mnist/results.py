@@ -2,12 +2,14 @@
 
     from tune_mnist.results import load
     r = load("tune_results/<run>")      # r.trials, r.epochs, r.comparison, r.test_eval
+    r = load("s3://bucket/prefix/<run>")  # a run at a storage URI (see tune_mnist.storage)
 
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
 and by `python -m tune_mnist.results RUN_DIR [--plot]`: collect the tables, write them, compare the
 arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set (once: a
 saved evaluation of the same models is reused) and print the summary. Every file is written
-atomically (see `tune_mnist.files`).
+atomically (see `tune_mnist.files`). A run at a storage URI is worked on in a local mirror whose
+new files are uploaded (`tune_mnist.storage.local_mirror`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tune_mnist import evaluation as test_evaluation
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
@@ -37,6 +40,7 @@ from tune_mnist.files import (
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
 from tune_mnist.space import ARMS, KEYS, architecture_label
+from tune_mnist.storage import is_uri, local_mirror
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
@@ -281,25 +285,38 @@ def save(run_dir: str | Path, tables: Tables) -> None:
 
 
 def load(run_dir: str | Path) -> Tables:
-    """The tables of a run: read from its Parquet files, or rebuilt if the run was interrupted.
+    """The tables of a run (a folder or a storage URI): read from its Parquet files, or rebuilt
+    if the run was interrupted.
 
     ``test_eval``, ``confusion`` and ``test_predictions`` are None (with a warning saying how to
-    make them) when the run has no test evaluation yet.
+    make them) when the run has no test evaluation yet. Nothing is written.
     """
-    run_dir = Path(run_dir)
-    files = {name: run_dir / file for name, file in TABLE_FILES.items()}
-    if all(f.is_file() for f in files.values()):
-        tables = Tables(**{name: pd.read_parquet(f) for name, f in files.items()})
+    # At a URI, the top-level files (the Parquet tables) first: the trial folders, with a
+    # checkpoint each, are downloaded only when the tables must be rebuilt from them.
+    with local_mirror(run_dir, recursive=False, upload=False) as local:
+        if _has_tables(local) or not is_uri(run_dir):
+            return _load(local, shown=str(run_dir))
+    with local_mirror(run_dir, upload=False) as local:
+        return _load(local, shown=str(run_dir))
+
+
+def _has_tables(run_dir: Path) -> bool:
+    return all((run_dir / file).is_file() for file in TABLE_FILES.values())
+
+
+def _load(run_dir: Path, *, shown: str) -> Tables:
+    if _has_tables(run_dir):
+        tables = Tables(**{name: pd.read_parquet(run_dir / f) for name, f in TABLE_FILES.items()})
     elif not _trial_dirs(run_dir):
-        raise FileNotFoundError(f"{run_dir}: no trials found (is this a tune_mnist run directory?)")
+        raise FileNotFoundError(f"{shown}: no trials found (is this a tune_mnist run directory?)")
     else:
         tables = collect(run_dir)
     evaluation = test_evaluation.load_evaluation(run_dir)
     if evaluation is None:
         warnings.warn(
-            f"{run_dir}: no test evaluation yet (r.test_eval is None); make it with "
-            f"`python -m tune_mnist.results {run_dir}` (needs a finished pair with a checkpoint)",
-            stacklevel=2,
+            f"{shown}: no test evaluation yet (r.test_eval is None); make it with "
+            f"`python -m tune_mnist.results {shown}` (needs a finished pair with a checkpoint)",
+            stacklevel=3,
         )
         return tables
     _attach(tables, evaluation)
@@ -353,7 +370,12 @@ def finish(
 
     Returns the tables (test tables attached) and the evaluation, or None when none could be made.
     """
-    run_dir = Path(run_dir)
+    with local_mirror(run_dir) as local:
+        return _finish(local, plot=plot, metric=metric, shown=str(run_dir))
+
+
+def _finish(run_dir: Path, *, plot: bool, metric: str, shown: str) -> tuple[Tables, Any]:
+    """`finish` on a local folder; ``shown`` names the run in what is printed (its URI)."""
     tables = collect(run_dir)
     save(run_dir, tables)
     evaluation = _test_evaluation(run_dir, tables)
@@ -361,11 +383,11 @@ def finish(
     print(summary(tables), flush=True)
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
     if plot:
-        _plot(run_dir, tables, metric)
+        _plot(run_dir, tables, metric, shown)
     return tables, evaluation
 
 
-def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
+def _plot(run_dir: Path, tables: Tables, metric: str, shown: str) -> None:
     from tune_mnist.plots import write_figures
 
     test_images, class_names = None, None
@@ -377,7 +399,7 @@ def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
         tables.confusion, tables.test_predictions,
         test_images=test_images, class_names=class_names, metric=metric,
     )  # fmt: skip
-    print("\n" + "\n".join(lines), flush=True)
+    print("\n" + "\n".join(line.replace(str(run_dir), shown) for line in lines), flush=True)
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
@@ -389,7 +411,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
             "of the final model of each arm."
         ),
     )
-    parser.add_argument("run_dir", help="a run folder: STORAGE_PATH/NAME")
+    parser.add_argument(
+        "run_dir", help="a run folder: STORAGE_PATH/NAME (a local path or a URI such as s3://...)"
+    )
     parser.add_argument(
         "--plot", action="store_true", help="also write PNG figures next to the Parquet files"
     )
@@ -400,17 +424,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         help="metric of the learning curves and forest plot",
     )
     args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not _trial_dirs(run_dir):
-        print(
-            f"error: {run_dir}: no trials found (is this a tune_mnist run directory?)",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        finish(run_dir, plot=args.plot, metric=args.metric)
-    except ExperimentError as e:
-        print(f"error: {e}", file=sys.stderr)
+        with local_mirror(args.run_dir) as run_dir:
+            if not _trial_dirs(run_dir):
+                raise ExperimentError(
+                    f"{args.run_dir}: no trials found (is this a tune_mnist run directory?)"
+                )
+            _finish(run_dir, plot=args.plot, metric=args.metric, shown=args.run_dir)
+    except (ExperimentError, OSError, pa.ArrowInvalid) as e:  # the last two: from a storage URI
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     return 0
 

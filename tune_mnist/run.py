@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from tune_mnist.data import DATASETS, DataError, check_split
 from tune_mnist.resources import ResourcePlan
 from tune_mnist.results import ExperimentError
-from tune_mnist.search import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, run_search
+from tune_mnist.search import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+    StorageError,
+    UsageError,
+    run_search,
+)
 from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
 
 PROG = "python -m tune_mnist.run"
@@ -250,6 +257,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except (UsageError, SpaceError, DataError, ExperimentError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_BAD_INPUT
+    except StorageError as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         # Ctrl-C before the search started (Tune handles it once trials run): nothing to resume.
         print("interrupted before the search started", file=sys.stderr)

@@ -22,8 +22,9 @@ from tune_mnist import results
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.space import Space, is_builtin, load_space
+from tune_mnist.storage import delete_object, is_file, is_uri, join, resolve, split, write_object
 
-EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
 # Options added after the first manifests were written: a resumed old run gets these values.
 RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
@@ -31,6 +32,11 @@ SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
+
+
+class StorageError(Exception):
+    """The storage path stopped taking writes during the search (a full disk, an unreachable
+    object store): reported as one line with the command that resumes, exit status 4."""
 
 
 def default_name(space: str, dataset: str) -> str:
@@ -61,20 +67,25 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _check_writable(run_dir: Path) -> None:
-    """Fail before training when results could not be written (read-only, missing or full disk)."""
+def _check_writable(run_dir: str) -> None:
+    """Fail before training when results could not be written (read-only, missing or full disk;
+    at a URI: a missing bucket, no credentials, access denied, no server)."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        if is_uri(run_dir):
+            write_object(join(run_dir, ".write_test"), b"x")
+            delete_object(join(run_dir, ".write_test"))
+            return
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(run_dir, ".write_test")
         with open(probe, "wb") as f:
             f.write(b"x" * (1 << 20))
             f.flush()
             os.fsync(f.fileno())
         probe.unlink()
-    except OSError as e:
-        raise UsageError(
-            f"--storage-path {run_dir.parent}: cannot write there ({e.strerror or e})"
-        ) from None
+    except (OSError, ValueError) as e:  # pyarrow raises ValueError for a URI it cannot parse
+        where = split(run_dir)[0]
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise UsageError(f"--storage-path {where}: cannot write there ({reason})") from None
 
 
 def recorded_environment() -> dict[str, str]:
@@ -122,24 +133,25 @@ def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
         print(f"tune_mnist: Ray dashboard at http://{context.dashboard_url}", flush=True)
 
 
-def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
+def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
     """The original run's arguments from its manifest: `--resume` needs no other flags.
 
     A `--space` given with `--resume` must resolve to the run's own space.
     """
-    if not (run_dir / MANIFEST_FILE).is_file():
-        raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST_FILE} is missing)")
+    manifest_file = join(run_dir, MANIFEST_FILE)
     try:
+        if not is_file(manifest_file):
+            raise UsageError(f"--resume: no run at {run_dir} (its {MANIFEST_FILE} is missing)")
         manifest = read_manifest(run_dir)
         original, recorded_space = dict(manifest["args"]), manifest["space"]
         str(original["space"]), str(original["dataset"])
-    except (ManifestError, KeyError, TypeError, ValueError) as e:
-        raise UsageError(f"--resume: {run_dir / MANIFEST_FILE} is unreadable ({e})") from None
+    except (ManifestError, OSError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"--resume: {manifest_file} is unreadable ({e})") from None
     if args.space is not None:
         given = load_space(args.space, seeds=args.seeds).to_dict()
         if json.loads(json.dumps(given, default=str)) != recorded_space:
             raise UsageError(
-                f"--resume: run {run_dir.name} was made with a different search space "
+                f"--resume: run {split(run_dir)[1]} was made with a different search space "
                 f"than {args.space}"
             )
     # Where the run is and whether to show a dashboard come from this command, not the manifest.
@@ -152,14 +164,15 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
 
-def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
-    """Every check that needs no data and no Ray: the arguments to use, the space, the run folder.
+def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
+    """Every check that needs no data and no Ray: the arguments to use, the space, the run folder
+    (an absolute local path, or a URI: see `tune_mnist.storage`).
 
     Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
     """
-    storage = Path(args.storage_path).expanduser().resolve()
+    storage = resolve(args.storage_path)
     if args.resume:
-        args = _resume_args(storage / args.name, args)
+        args = _resume_args(join(storage, args.name), args)
     space: Space = load_space(args.space, seeds=args.seeds)
     trials = space.num_trials(args.num_samples)
     if not args.resume and trials > args.max_trials and not args.yes:
@@ -167,7 +180,7 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
             f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
             f"pass --yes to run them anyway"
         )
-    run_dir = storage / (args.name or default_name(args.space, args.dataset))
+    run_dir = join(storage, args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
     return args, space, run_dir
 
@@ -182,23 +195,47 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
         flush=True,
     )
     manifest = _manifest(args, space, search_data, argv, started)
-    write_json(run_dir / MANIFEST_FILE, manifest)
+    write_json(join(run_dir, MANIFEST_FILE), manifest)
     search_started = time.time()
-    _tune(args, space, search_data, run_dir.parent, run_dir.name)
+    with _storage_failures(run_dir):
+        _tune(args, space, search_data, *split(run_dir))
     search_ended = time.time()
     if not args.verbose:
         _import_keras_quietly()
-    tables, _ = results.finish(run_dir)
-    manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    # Where the wall time went (this invocation only; a resumed run records its own).
-    manifest["seconds"] = {
-        "setup": round(search_started - started, 2),
-        "search": round(search_ended - search_started, 2),
-        "results": round(time.time() - search_ended, 2),
-    }
-    write_json(run_dir / MANIFEST_FILE, manifest)
+    with _storage_failures(run_dir):
+        tables, _ = results.finish(run_dir)
+        manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        # Where the wall time went (this invocation only; a resumed run records its own).
+        manifest["seconds"] = {
+            "setup": round(search_started - started, 2),
+            "search": round(search_ended - search_started, 2),
+            "results": round(time.time() - search_ended, 2),
+        }
+        write_json(join(run_dir, MANIFEST_FILE), manifest)
     print(f"\nResults: {run_dir}", flush=True)
     return _exit_status(tables.trials, run_dir)
+
+
+@contextmanager
+def _storage_failures(run_dir: str) -> Iterator[None]:
+    """An error raised while the storage path no longer takes writes becomes a StorageError.
+
+    Tune and pyarrow fail in many ways on a full disk or a lost object store (OSError, a truncated
+    pickle, a failed sync); rather than guess from the exception, the write probe is tried again.
+    Each of our files is written whole or not at all, so what was written is complete.
+    """
+    try:
+        yield
+    except Exception:
+        try:
+            _check_writable(run_dir)
+        except UsageError as e:
+            storage, name = split(run_dir)
+            raise StorageError(
+                f"{e} during the search; once it can be written, continue with: python -m "
+                f"tune_mnist.run --resume --storage-path {storage} --name {name}"
+            ) from None
+        raise
 
 
 def _import_keras_quietly() -> None:
@@ -255,13 +292,14 @@ def _manifest(
     }
 
 
-def _exit_status(trials: Any, run_dir: Path) -> int:
+def _exit_status(trials: Any, run_dir: str) -> int:
     """130 with the resume command when trials are unfinished, 3 when some failed, else 0."""
     unfinished = trials.drop_duplicates("pair_id")["status"].isin(UNFINISHED).sum()
     if unfinished:
+        storage, name = split(run_dir)
         print(
             f"Interrupted: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
-            f"--resume --storage-path {run_dir.parent} --name {run_dir.name}",
+            f"--resume --storage-path {storage} --name {name}",
             flush=True,
         )
         return EXIT_INTERRUPTED
@@ -272,7 +310,7 @@ def _tune(
     args: argparse.Namespace,
     space: Space,
     search_data: datasets.SearchData,
-    storage: Path,
+    storage: str,
     name: str,
 ) -> None:
     from ray import tune
@@ -296,9 +334,9 @@ def _tune(
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     verbose, callbacks = _console_output(args, space)
-    if args.resume and tune.Tuner.can_restore(str(storage / name)):
+    if args.resume and tune.Tuner.can_restore(join(storage, name)):
         tuner = tune.Tuner.restore(
-            str(storage / name), trainable, resume_unfinished=True, resume_errored=True
+            join(storage, name), trainable, resume_unfinished=True, resume_errored=True
         )
         # The restored RunConfig is the original run's: this command's output choice replaces its
         # own. Tune has no public way to change it on restore; get_run_config returns the copy
@@ -337,6 +375,8 @@ def _tune(
         ),
         run_config=tune.RunConfig(
             name=name,
+            # A local path or a URI: Tune opens it with pyarrow.fs.FileSystem.from_uri, as
+            # tune_mnist.storage does, so both use the same credentials and endpoint.
             storage_path=str(storage),
             # The latest only: it resumes the pair, holds every epoch's validation predictions, and
             # its models are the ones the test evaluation scores (no epoch chosen on validation).
