@@ -197,7 +197,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     out.add_argument(
         "--storage-path",
         default="./tune_results",
-        help="where run folders are written (a local path, or a path every node shares)",
+        help=(
+            "where run folders are written: a local path (on a cluster, one every node shares) "
+            "or a URI such as s3://BUCKET/PREFIX, gs://..., abfs://..."
+        ),
     )
     out.add_argument("--name", help="run folder name (default: SPACE-DATASET-TIME)")
     out.add_argument(
