@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -87,7 +88,7 @@ def recorded_environment() -> dict[str, str]:
     }
 
 
-def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
+def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = False) -> None:
     """Start a local Ray, or join the cluster at ``address`` (then ``dashboard`` does nothing).
 
     Whatever a trial's process writes reaches this terminal (Ray's log_to_driver), prefixed
@@ -96,21 +97,35 @@ def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
     traceback, printed by the driver) does not show. Ray prints repeated lines once, with
     ``[repeated Nx across cluster]``. TensorFlow's C++ log level is set in every worker's
     environment, which silences its INFO and WARNING lines; TensorFlow 2.21 writes a few before
-    reading it (oneDNN, CUDA probing), and those still show, once per run.
+    reading it (oneDNN, CUDA probing): without ``verbose`` workers hide those (trainable.QUIET_ENV),
+    and Ray's own INFO and WARNING lines (a local instance started, token authentication on) are
+    not shown.
     """
     import ray
 
+    from tune_mnist.trainable import QUIET_ENV
+
     inherited = "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    quiet_tensorflow = {"TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")}
+    quiet_tensorflow = {
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2"),
+        QUIET_ENV: "0" if verbose else "1",
+    }
+    if not verbose:
+        logging.getLogger("ray").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         # A job that already sets the variable (its runtime env reaches this process too) keeps
         # it: Ray refuses to merge the same variable from the job and from ray.init.
-        ray.init(address=address, runtime_env=None if inherited else {"env_vars": quiet_tensorflow})
+        ray.init(
+            address=address,
+            runtime_env=None if inherited else {"env_vars": quiet_tensorflow},
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
         return
     # A local instance is ours alone, so its workers may import TensorFlow up front (see
     # import_tensorflow). On a shared cluster only the log level joins the job's runtime env.
     context = ray.init(
+        logging_level=logging.INFO if verbose else logging.ERROR,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",  # never reachable from other machines
         runtime_env={
@@ -205,10 +220,14 @@ def _import_keras_quietly() -> None:
     """Import Keras (and TensorFlow) for the test evaluation without their C++ start-up lines.
 
     TensorFlow 2.21 writes its oneDNN and CUDA-probe lines to fd 2 whatever TF_CPP_MIN_LOG_LEVEL
-    says. Only the import is silenced: errors while evaluating still reach stderr.
+    says, and probes CUDA (an error line on a machine without a GPU) when it first lists devices.
+    Only the import and that probe are silenced: errors while evaluating still reach stderr.
     """
     with datasets.native_stderr_silenced():
         import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def _load_data(args: argparse.Namespace) -> datasets.SearchData:
@@ -284,7 +303,7 @@ def _tune(
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
     # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    _init_ray(args.address, dashboard=args.dashboard)
+    _init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose)
     settings = TrialSettings(
         max_epochs=args.max_epochs,
         patience=args.patience,
