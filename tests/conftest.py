@@ -36,7 +36,8 @@ def search_failed(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
-    """One real search shared by the results tests: 2 architectures x 2 seeds = 4 pairs, 2 epochs.
+    """One real search shared by the results tests: 2 architectures x 2 seeds = 4 pairs, 2 epochs,
+    with its report.html.
 
     Made once per session because a real Ray run costs most of these tests' time.
     """
@@ -45,7 +46,7 @@ def small_run(tmp_path_factory) -> Path:
     result = run_search(
         "--space", str(root / "space.yaml"), "--seeds", "2", "--dataset", "mnist_sample",
         "--train-subset", "300", "--max-epochs", "2", "--storage-path", str(root / "runs"),
-        "--name", "small",
+        "--name", "small", "--report",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     return root / "runs" / "small"

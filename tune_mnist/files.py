@@ -33,6 +33,7 @@ TEST_EVAL_FILE = "test_eval.parquet"
 CONFUSION_FILE = "confusion.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 MANIFEST_FILE = "run_manifest.json"
+REPORT_FILE = "report.html"
 
 
 class ManifestError(Exception):

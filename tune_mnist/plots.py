@@ -13,13 +13,15 @@ The tables come in as arguments: this module imports nothing from ``results``, `
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from tune_mnist.metrics import reliability_table
@@ -32,7 +34,9 @@ __all__ = [
     "plot_forest",
     "plot_learning_curves",
     "plot_misclassified",
+    "plot_parallel_coordinates",
     "plot_reliability",
+    "run_figures",
     "save_figure",
     "write_figures",
 ]
@@ -268,6 +272,111 @@ def plot_misclassified(
     return figure
 
 
+def plot_parallel_coordinates(
+    trials_df: pd.DataFrame,
+    keys: Sequence[str],
+    *,
+    log_keys: Collection[str] = (),
+    metric: str = "val_acc",
+) -> Figure:
+    """One line per finished pair across ``keys`` and both arms' last ``metric``.
+
+    The colour is the pair's difference MixUp - plain (red: MixUp higher, blue: plain higher), so a
+    random space shows where in it MixUp helps. Reads one row per arm: ``pair_id``, ``arm``,
+    ``status``, ``config/<key>``, ``last_<metric>``; only pairs whose arms both finished
+    (TERMINATED) are drawn. Each key's axis spans its own range (log scale for ``log_keys``);
+    text and true/false values sit evenly spaced. Both metric axes share one range.
+    """
+    pairs = _finished_pairs(trials_df, keys, metric)
+    if pairs.empty:
+        raise ValueError("no pair with both arms finished (TERMINATED) to plot")
+    labels = [*keys, f"plain {metric}", f"MixUp {metric}"]
+    axes = [_axis_scale(pairs[key], log=key in log_keys) for key in keys]
+    both = pd.concat([pairs["plain"], pairs["mixup"]])
+    axes += [_axis_scale(pairs[arm], span=(both.min(), both.max())) for arm in ("plain", "mixup")]
+    difference = pairs["mixup"] - pairs["plain"]
+    limit = max(float(difference.abs().max()), 1e-9)  # symmetric: white is "no difference"
+    colors = ScalarMappable(Normalize(-limit, limit), "coolwarm")
+    figure = Figure(figsize=(1.6 * len(labels) + 2, 4.5), layout="constrained")
+    ax = figure.subplots()
+    figure.colorbar(colors, ax=ax, shrink=0.9, label=f"MixUp - plain ({metric})")
+    for y, diff in zip(np.column_stack([p for p, _ in axes]), difference, strict=True):
+        ax.plot(range(len(labels)), y, color=colors.to_rgba(diff), alpha=0.8, linewidth=1.5)
+    for x, (_, tick) in enumerate(axes):
+        ax.axvline(x, color="grey", linewidth=0.8)
+        for y, text in tick:
+            ax.text(x, y, text, fontsize=7, ha="center", va="center", backgroundcolor="white")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.08, 1.08)
+    ax.set_title(f"{len(pairs)} finished pairs, last epoch; axes scaled to their range", fontsize=9)
+    return figure
+
+
+def _finished_pairs(trials_df: pd.DataFrame, keys: Sequence[str], metric: str) -> pd.DataFrame:
+    """One row per pair whose arms both finished: its ``keys`` and each arm's last ``metric``."""
+    done = trials_df[trials_df["status"] == "TERMINATED"]
+    arms = done.pivot_table(
+        index="pair_id", columns="arm", values=f"last_{metric}", aggfunc="first"
+    ).reindex(columns=["plain", "mixup"])
+    config = done.drop_duplicates("pair_id").set_index("pair_id")[[f"config/{k}" for k in keys]]
+    config.columns = list(keys)
+    return config.join(arms, how="inner").dropna(subset=["plain", "mixup"])
+
+
+def _axis_scale(
+    values: pd.Series, *, log: bool = False, span: tuple[float, float] | None = None
+) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Positions in [0, 1] for one axis and its tick labels ``(position, text)``."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        levels = sorted(values.astype(str).unique())
+        where = {level: (i + 0.5) / len(levels) for i, level in enumerate(levels)}
+        return values.astype(str).map(where).to_numpy(float), [(where[v], v) for v in levels]
+    numbers = values.to_numpy(float)
+    low, high = span if span is not None else (numbers.min(), numbers.max())
+    scale = np.log10 if log else (lambda v: v)
+    if high <= low:  # one value: the middle of the axis
+        return np.full(len(numbers), 0.5), [(0.5, f"{low:.3g}")]
+    position = (scale(numbers) - scale(low)) / (scale(high) - scale(low))
+    return position, [(0.0, f"{low:.3g}"), (1.0, f"{high:.3g}")]
+
+
+def run_figures(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    comparison: pd.DataFrame,
+    test_eval: pd.DataFrame | None,
+    confusion: pd.DataFrame | None,
+    test_predictions: pd.DataFrame | None,
+    *,
+    test_images: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    metric: str = "val_acc",
+) -> dict[str, Figure | str]:
+    """The five figures of a run by name (keys of ``FIGURE_FILES``): a Figure, or why there is none.
+
+    The test figures (reliability, confusion, misclassified) need the test tables (``None`` when
+    the run has no test evaluation) and, for the misclassified images, ``test_images``: the
+    run's uint8 test images (n, 28, 28), indexed by ``test_predictions["test_index"]``.
+    Confusion and misclassified images show the arm whose model had the higher
+    ``val_acc``, so the test set chooses nothing, not even what is shown.
+    """
+    figures: dict[str, Figure | str] = {}
+    if epochs.empty:
+        figures["learning_curves"] = "no trial reported an epoch"
+    else:
+        figures["learning_curves"] = plot_learning_curves(epochs, trials, metric=metric)
+    shown = forest_rows(comparison, metric)
+    if not shown.loc[shown["role"] != "pooled", "n_pairs"].sum():
+        figures["forest"] = "no MixUp/plain pair finished"
+    else:
+        figures["forest"] = plot_forest(comparison, metric=metric)
+    if test_eval is None or confusion is None or test_predictions is None:
+        reason = "no test evaluation (no finished trial with a checkpoint)"
+        return figures | dict.fromkeys(("reliability", "confusion", "misclassified"), reason)
+    return figures | _test_figures(test_eval, confusion, test_predictions, test_images, class_names)
+
+
 def write_figures(
     run_dir: str | PathLike[str],
     trials: pd.DataFrame,
@@ -281,37 +390,20 @@ def write_figures(
     class_names: Sequence[str] | None = None,
     metric: str = "val_acc",
 ) -> list[str]:
-    """Write the five figures of a run into ``run_dir``; one line per figure: its path, or why not.
-
-    The test figures (reliability, confusion, misclassified) need the test tables (``None`` when
-    the run has no test evaluation) and, for the misclassified images, ``test_images``: the
-    run's uint8 test images (n, 28, 28), indexed by ``test_predictions["test_index"]``.
-    Confusion and misclassified images show the arm whose model had the higher
-    ``val_acc``, so the test set chooses nothing, not even what is shown.
-    """
-    run_dir = Path(run_dir)
-    files = {name: run_dir / file for name, file in FIGURE_FILES.items()}
+    """Write the five figures of ``run_figures`` into ``run_dir``; one line per figure: its path,
+    or why not."""
+    figures = run_figures(
+        trials, epochs, comparison, test_eval, confusion, test_predictions,
+        test_images=test_images, class_names=class_names, metric=metric,
+    )  # fmt: skip
     lines = []
-    if epochs.empty:
-        lines.append(f"skipped {files['learning_curves'].name}: no trial reported an epoch")
-    else:
-        figure = plot_learning_curves(epochs, trials, metric=metric)
-        lines.append(str(save_figure(figure, files["learning_curves"])))
-    shown = forest_rows(comparison, metric)
-    if not shown.loc[shown["role"] != "pooled", "n_pairs"].sum():
-        lines.append(f"skipped {files['forest'].name}: no MixUp/plain pair finished")
-    else:
-        figure = plot_forest(comparison, metric=metric)
-        lines.append(str(save_figure(figure, files["forest"])))
-    if test_eval is None or confusion is None or test_predictions is None:
-        reason = "no test evaluation (no finished trial with a checkpoint)"
-        return lines + [
-            f"skipped {files[name].name}: {reason}"
-            for name in ("reliability", "confusion", "misclassified")
-        ]
-    return lines + _test_figures(
-        test_eval, confusion, test_predictions, test_images, class_names, files
-    )
+    for name, figure in figures.items():
+        path = Path(run_dir) / FIGURE_FILES[name]
+        if isinstance(figure, str):
+            lines.append(f"skipped {path.name}: {figure}")
+        else:
+            lines.append(str(save_figure(figure, path)))
+    return lines
 
 
 def _test_figures(
@@ -320,8 +412,7 @@ def _test_figures(
     predictions: pd.DataFrame,
     test_images: np.ndarray | None,
     class_names: Sequence[str] | None,
-    files: Mapping[str, Path],
-) -> list[str]:
+) -> dict[str, Figure | str]:
     """Reliability diagrams of both arms; confusion and misclassified images of the better arm."""
     prob_columns = [c for c in predictions.columns if c.startswith("prob_")]
     reliability = {}
@@ -330,26 +421,23 @@ def _test_figures(
         reliability[f"{arm} ({row['architecture']}, test)"] = reliability_table(
             of_arm[prob_columns].to_numpy(), of_arm["true"].to_numpy()
         )
-    lines = [str(save_figure(plot_reliability(reliability), files["reliability"]))]
+    figures: dict[str, Figure | str] = {"reliability": plot_reliability(reliability)}
     best = test_eval.sort_values(["val_acc", "arm"], ascending=[False, True]).iloc[0]
     arm = best["arm"]
     title = f"test set, best model by val_acc: {arm}, {best['architecture']}"
-    figure = plot_confusion(
+    figures["confusion"] = plot_confusion(
         confusion[confusion["arm"] == arm], class_names=class_names, title=title
     )
-    lines.append(str(save_figure(figure, files["confusion"])))
     wrong = predictions[
         (predictions["arm"] == arm) & (predictions["true"] != predictions["predicted"])
     ]
-    name = files["misclassified"].name
     if wrong.empty:
-        lines.append(f"skipped {name}: the {arm} model classified every test image correctly")
+        figures["misclassified"] = f"the {arm} model classified every test image correctly"
     elif test_images is None:
-        lines.append(f"skipped {name}: no test images given")
+        figures["misclassified"] = "no test images given"
     else:
         images = np.asarray(test_images)[wrong["test_index"].to_numpy()]
-        figure = plot_misclassified(
+        figures["misclassified"] = plot_misclassified(
             images, wrong["true"].tolist(), wrong["predicted"].tolist(), class_names
         )
-        lines.append(str(save_figure(figure, files["misclassified"])))
-    return lines
+    return figures

@@ -4,10 +4,10 @@
     r = load("tune_results/<run>")      # r.trials, r.epochs, r.comparison, r.test_eval
 
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
-and by `python -m tune_mnist.results RUN_DIR [--plot]`: collect the tables, write them, compare the
-arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set (once: a
-saved evaluation of the same models is reused) and print the summary. Every file is written
-atomically (see `tune_mnist.files`).
+and by `python -m tune_mnist.results RUN_DIR [--plot] [--report]`: collect the tables, write them,
+compare the arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set
+(once: a saved evaluation of the same models is reused) and print the summary. Every file is
+written atomically (see `tune_mnist.files`).
 """
 
 from __future__ import annotations
@@ -347,9 +347,10 @@ def _test_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluatio
 
 
 def finish(
-    run_dir: str | Path, *, plot: bool = False, metric: str = "val_acc"
+    run_dir: str | Path, *, plot: bool = False, report: bool = False, metric: str = "val_acc"
 ) -> tuple[Tables, Any]:
-    """After a search (finished or interrupted): tables, comparison, test evaluation, summary.
+    """After a search (finished or interrupted): tables, comparison, test evaluation, summary;
+    with ``plot`` the PNG figures, with ``report`` ``report.html``.
 
     Returns the tables (test tables attached) and the evaluation, or None when none could be made.
     """
@@ -362,22 +363,42 @@ def finish(
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
     if plot:
         _plot(run_dir, tables, metric)
+    if report:
+        write_run_report(run_dir, tables, metric)
     return tables, evaluation
+
+
+def _test_images(run_dir: Path, tables: Tables) -> tuple[np.ndarray | None, list[str] | None]:
+    """The run's test images and class names, for the misclassified images; None before a test
+    evaluation."""
+    if tables.test_eval is None:
+        return None, None
+    arrays, class_names = test_evaluation.load_test_arrays(run_dir)
+    return arrays.x_test, class_names
 
 
 def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
     from tune_mnist.plots import write_figures
 
-    test_images, class_names = None, None
-    if tables.test_eval is not None:
-        arrays, class_names = test_evaluation.load_test_arrays(run_dir)
-        test_images = arrays.x_test
+    test_images, class_names = _test_images(run_dir, tables)
     lines = write_figures(
         run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval,
         tables.confusion, tables.test_predictions,
         test_images=test_images, class_names=class_names, metric=metric,
     )  # fmt: skip
     print("\n" + "\n".join(lines), flush=True)
+
+
+def write_run_report(run_dir: str | Path, tables: Tables, metric: str = "val_acc") -> Path:
+    """Write ``RUN_DIR/report.html`` (see ``tune_mnist.report``) and say where it is."""
+    from tune_mnist.report import write_report
+
+    test_images, class_names = _test_images(Path(run_dir), tables)
+    path = write_report(
+        run_dir, tables, metric=metric, test_images=test_images, class_names=class_names
+    )
+    print(f"\nReport: {path}", flush=True)
+    return path
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
@@ -394,10 +415,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         "--plot", action="store_true", help="also write PNG figures next to the Parquet files"
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html: one self-contained page of the run (opens offline)",
+    )
+    parser.add_argument(
         "--metric",
         choices=PLOT_METRICS,
         default="val_acc",
-        help="metric of the learning curves and forest plot",
+        help="metric of the learning curves, forest plot and report",
     )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -408,7 +434,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         )
         return 2
     try:
-        finish(run_dir, plot=args.plot, metric=args.metric)
+        finish(run_dir, plot=args.plot, report=args.report, metric=args.metric)
     except ExperimentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -197,6 +197,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
     )
     out.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html, one self-contained page of the run (opens offline)",
+    )
+    out.add_argument(
         "--verbose",
         action="store_true",
         help=(

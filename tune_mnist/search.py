@@ -157,12 +157,14 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {run_dir.name} was made with a different search space "
                 f"than {args.space}"
             )
-    # Where the run is and whether to show a dashboard come from this command, not the manifest.
+    # Where the run is, whether to show a dashboard or write a report come from this command, not
+    # the manifest.
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
         "dashboard": args.dashboard,
         "verbose": args.verbose,
+        "report": args.report,
     }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
@@ -212,6 +214,8 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
         "results": round(time.time() - search_ended, 2),
     }
     write_json(run_dir / MANIFEST_FILE, manifest)
+    if args.report:  # after the manifest's end time and seconds, which the report shows
+        results.write_run_report(run_dir, tables)
     print(f"\nResults: {run_dir}", flush=True)
     return _exit_status(tables.trials, run_dir)
 
