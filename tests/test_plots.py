@@ -488,3 +488,21 @@ def test_parallel_coordinates_without_a_finished_pair_say_so():
     trials = random_space_trials()
     with pytest.raises(ValueError, match="no pair with both arms finished"):
         plots.plot_parallel_coordinates(trials[trials["pair_id"] == "p2"], ["dropout"])
+
+
+def test_pair_curves_show_every_arm_and_each_pairs_difference(trials_and_epochs):
+    """Rule: left, one line per arm of every pair; right, one line per pair of MixUp - plain per
+    epoch and their mean, the mean of the per-pair differences."""
+    trials, epochs = trials_and_epochs
+    pair_ids = trials["trial_id"].str.rsplit("-", n=1).str[0]  # architecture-seed
+    trials = trials.assign(pair_id=pair_ids)
+    figure = plots.plot_pair_curves(epochs, trials)
+    both, difference = figure.axes
+    drawn = [line for line in both.get_lines() if len(line.get_xdata())]
+    assert len(drawn) == len(trials)
+    mean = next(line for line in difference.get_lines() if line.get_label() == "mean")
+    pair_lines = [line for line in difference.get_lines() if line.get_color() == "grey"]
+    assert len(pair_lines) == trials["pair_id"].nunique()
+    # arm_curve: MixUp is 0.01 above plain at every epoch, in every pair.
+    np.testing.assert_allclose(mean.get_ydata(), 0.01)
+    np.testing.assert_allclose(mean.get_xdata(), EPOCHS)

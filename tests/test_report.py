@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tune_mnist import plots, report
 from tune_mnist.comparison import compare
-from tune_mnist.files import MANIFEST_FILE, REPORT_FILE, write_json
+from tune_mnist.files import MANIFEST_FILE, REPORT_FILE, read_manifest, write_json
 from tune_mnist.report import SECTIONS, Section, write_report
 from tune_mnist.results import main
 from tune_mnist.space import KEYS
@@ -122,6 +123,21 @@ def test_a_section_is_added_with_one_line(tables, run_dir):
 
     page = write_report(run_dir, tables, sections=[*SECTIONS, importance]).read_text()
     assert "<h2>Importance &lt;of keys&gt;</h2>" in page and "<p>dropout matters</p>" in page
+
+
+def test_a_random_space_shows_every_pair_in_one_learning_curve_panel(tables, tmp_path, monkeypatch):
+    """Rule: with keys drawn at random (each draw its own architecture) the learning curves are
+    those of plots.plot_pair_curves, not a panel per architecture."""
+    drawn = []
+    pair_curves = plots.plot_pair_curves
+    monkeypatch.setattr(
+        plots, "plot_pair_curves", lambda *a, **k: drawn.append(a) or pair_curves(*a, **k)
+    )
+    space = {"dropout": {"uniform": [0.0, 0.5]}, "num_conv": {"grid": [1, 2]}}
+    write_json(tmp_path / MANIFEST_FILE, {"command": [], "args": {}, "space": space})
+    assert report.random_keys(read_manifest(tmp_path)) == ["dropout"]
+    write_report(tmp_path, tables)
+    assert len(drawn) == 1
 
 
 def test_a_run_without_a_manifest_still_gets_a_report(tables, tmp_path):

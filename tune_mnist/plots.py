@@ -13,16 +13,20 @@ The tables come in as arguments: this module imports nothing from ``results``, `
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tune_mnist.metrics import reliability_table
 from tune_mnist.space import POOLED
@@ -34,6 +38,7 @@ __all__ = [
     "plot_forest",
     "plot_learning_curves",
     "plot_misclassified",
+    "plot_pair_curves",
     "plot_parallel_coordinates",
     "plot_reliability",
     "run_figures",
@@ -100,12 +105,52 @@ def plot_learning_curves(
             ax.fill_between(
                 summary.index, summary["min"], summary["max"], color=color, alpha=0.2, linewidth=0
             )
-        ax.set_title(architecture, fontsize=9)
+        ax.set_title(textwrap.fill(architecture, 50), fontsize=8)  # a random draw's label is long
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     figure.suptitle(f"{metric}: mean over seeds, band = min to max")
+    return figure
+
+
+def plot_pair_curves(
+    epochs_df: pd.DataFrame, trials_df: pd.DataFrame, *, metric: str = "val_acc"
+) -> Figure:
+    """Every pair's curves in one panel, and each pair's difference MixUp - plain per epoch.
+
+    For a random space, where every draw is its own architecture and a panel per architecture
+    would show one pair each. The mean difference per epoch is over the pairs that ran that epoch
+    (under ASHA, the survivors).
+    """
+    arms = trials_df[["trial_id", "pair_id", "config/mixup"]]
+    curves = epochs_df[["trial_id", "epoch", metric]].merge(arms, on="trial_id")
+    if curves.empty:
+        raise ValueError("no epochs of any trial in trials_df to plot")
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    both, difference = figure.subplots(1, 2)
+    for (mixup, _), curve in curves.groupby(["config/mixup", "trial_id"]):
+        color = ARM_COLORS[bool(mixup)]
+        both.plot(curve["epoch"], curve[metric], color=color, alpha=0.5, linewidth=1, marker=".")
+    for mixup in (False, True):  # one legend entry per arm, not per line
+        both.plot([], [], color=ARM_COLORS[mixup], label=ARM_LABELS[mixup])
+    by_arm = curves.pivot_table(
+        index=["pair_id", "epoch"], columns="config/mixup", values=metric, aggfunc="first"
+    )
+    diffs = (by_arm[True] - by_arm[False]).dropna().rename("diff").reset_index()
+    for _, pair in diffs.groupby("pair_id"):
+        difference.plot(pair["epoch"], pair["diff"], color="grey", alpha=0.5, linewidth=1)
+    mean = diffs.groupby("epoch")["diff"].mean()
+    difference.plot(mean.index, mean, color="black", linewidth=2.5, marker="o", label="mean")
+    difference.axhline(0.0, color="tab:red", linestyle="--", linewidth=1)
+    for ax, ylabel in ((both, metric), (difference, f"{metric}: MixUp - plain")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    pairs = curves["pair_id"].nunique()
+    figure.suptitle(f"{metric} of {pairs} pairs: one thin line per arm (left), per pair (right)")
     return figure
 
 
@@ -130,10 +175,11 @@ def plot_forest(comparison_df: pd.DataFrame, *, metric: str = "val_acc") -> Figu
     if table.empty:
         raise ValueError(f"no {', '.join(FOREST_ROLES)} rows for metric {metric!r} to plot")
     positions = np.arange(len(table))[::-1]  # first row at the top
-    figure = Figure(figsize=(7, 1.0 + 0.45 * len(table)), layout="constrained")
+    labels = [_forest_label(row) for row in table.itertuples(index=False)]
+    lines = max(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(7, 1.0 + (0.3 + 0.15 * lines) * len(table)), layout="constrained")
     ax = figure.subplots()
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    labels = []
     for y, row in zip(positions, table.itertuples(index=False), strict=True):
         pooled = row.role == "pooled" or row.architecture == POOLED
         color, marker = ("black", "D") if pooled else ("tab:blue", "o")
@@ -143,8 +189,6 @@ def plot_forest(comparison_df: pd.DataFrame, *, metric: str = "val_acc") -> Figu
             # interval does not contain the point; "|" marks both ends.
             ax.plot([low, high], [y, y], color=color, linewidth=1.5, marker="|", markersize=10)
         ax.plot([float(row.diff)], [y], color=color, marker=marker, linestyle="none")
-        role = "" if row.role in ("primary", "pooled") else f", {row.role}"
-        labels.append(f"{row.architecture}  (n={row.n_pairs}{role})")
     ax.set_yticks(positions, labels, fontsize=8)
     ax.set_xlabel(f"{metric}: MixUp - plain (paired by seed)")
     ax.grid(axis="x", alpha=0.3)
@@ -155,6 +199,12 @@ def plot_forest(comparison_df: pd.DataFrame, *, metric: str = "val_acc") -> Figu
     title = "intervals: " + ", ".join(methods) if methods else "no intervals: run more seeds"
     ax.set_title(title, fontsize=9)
     return figure
+
+
+def _forest_label(row: Any) -> str:
+    """A row's label; a random draw's long architecture label is wrapped."""
+    role = "" if row.role in ("primary", "pooled") else f", {row.role}"
+    return textwrap.fill(f"{row.architecture}  (n={row.n_pairs}{role})", 60)
 
 
 def plot_reliability(tables: Mapping[str, pd.DataFrame]) -> Figure:
@@ -195,7 +245,7 @@ def plot_reliability(tables: Mapping[str, pd.DataFrame]) -> Figure:
         )
         gaps = (filled["accuracy"] - filled["confidence"]).abs()
         ece = (filled["count"] * gaps).sum() / table["count"].sum()
-        ax.set_title(f"{name}  (ECE {ece:.4f})", fontsize=10)
+        ax.set_title(textwrap.fill(f"{name}  (ECE {ece:.4f})", 60), fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
@@ -297,11 +347,15 @@ def plot_parallel_coordinates(
     difference = pairs["mixup"] - pairs["plain"]
     limit = max(float(difference.abs().max()), 1e-9)  # symmetric: white is "no difference"
     colors = ScalarMappable(Normalize(-limit, limit), "coolwarm")
-    figure = Figure(figsize=(1.6 * len(labels) + 2, 4.5), layout="constrained")
+    figure = Figure(figsize=(min(2 + 0.9 * len(labels), 15), 5), layout="constrained")
     ax = figure.subplots()
     figure.colorbar(colors, ax=ax, shrink=0.9, label=f"MixUp - plain ({metric})")
+    # A dark outline keeps the pale lines of small differences visible on white.
+    outline = [patheffects.Stroke(linewidth=2.8, foreground="0.4"), patheffects.Normal()]
     for y, diff in zip(np.column_stack([p for p, _ in axes]), difference, strict=True):
-        ax.plot(range(len(labels)), y, color=colors.to_rgba(diff), alpha=0.8, linewidth=1.5)
+        ax.plot(
+            range(len(labels)), y, color=colors.to_rgba(diff), linewidth=1.8, path_effects=outline
+        )
     for x, (_, tick) in enumerate(axes):
         ax.axvline(x, color="grey", linewidth=0.8)
         for y, text in tick:
@@ -424,7 +478,7 @@ def _test_figures(
     figures: dict[str, Figure | str] = {"reliability": plot_reliability(reliability)}
     best = test_eval.sort_values(["val_acc", "arm"], ascending=[False, True]).iloc[0]
     arm = best["arm"]
-    title = f"test set, best model by val_acc: {arm}, {best['architecture']}"
+    title = textwrap.fill(f"test set, best model by val_acc: {arm}, {best['architecture']}", 60)
     figures["confusion"] = plot_confusion(
         confusion[confusion["arm"] == arm], class_names=class_names, title=title
     )

@@ -126,6 +126,12 @@ def _key_values(pairs: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+def random_keys(manifest: Mapping[str, Any] | None) -> list[str]:
+    """The keys the run's space draws at random (every distribution but ``grid``)."""
+    space = (manifest or {}).get("space", {})
+    return [k for k, v in space.items() if isinstance(v, dict) and "grid" not in v]
+
+
 def varying_keys(trials: pd.DataFrame) -> list[str]:
     """The configuration keys that differ between pairs, less the arm and the seed."""
     return [
@@ -189,8 +195,12 @@ def forest_section(tables: RunTables, context: Context) -> Section:
 
 
 def learning_curves_section(tables: RunTables, context: Context) -> Section:
+    """A panel per architecture; for a random space (each draw its own), every pair in one."""
     alt = f"learning curves of {context.metric}, plain and MixUp"
-    return Section("Learning curves", _figure(context.figures["learning_curves"], alt))
+    figure = context.figures["learning_curves"]
+    if random_keys(context.manifest) and not isinstance(figure, str):
+        figure = plots.plot_pair_curves(tables.epochs, tables.trials, metric=context.metric)
+    return Section("Learning curves", _figure(figure, alt))
 
 
 def parallel_coordinates_section(tables: RunTables, context: Context) -> Section:
