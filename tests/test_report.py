@@ -204,6 +204,8 @@ def chromium(profile: Path) -> Iterator[int]:
         [
             binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            # No name resolves: whatever Chromium might fetch by itself cannot leave this machine.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
             f"--user-data-dir={profile}", "about:blank",
         ],
