@@ -36,6 +36,7 @@ from tune_mnist.files import (
     write_parquet,
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
+from tune_mnist.mlflow_runs import TrackingError, check_reachable, log_search
 from tune_mnist.space import ARMS, KEYS, architecture_label
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
@@ -360,9 +361,38 @@ def finish(
     _attach(tables, evaluation)
     print(summary(tables), flush=True)
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
+    _tensorboard(run_dir, tables)
     if plot:
         _plot(run_dir, tables, metric)
     return tables, evaluation
+
+
+def _tensorboard(run_dir: Path, tables: Tables) -> None:
+    from tune_mnist.tensorboard_events import TensorBoardMissing, write_event_files
+
+    try:
+        folder = write_event_files(run_dir, tables.trials, tables.epochs)
+    except TensorBoardMissing as e:
+        print(f"\n{e}, then run python -m tune_mnist.results {run_dir}", flush=True)
+        return
+    print(f"\nTensorBoard: tensorboard --logdir {folder}", flush=True)
+
+
+def log_mlflow(uri: str, run_dir: Path, tables: Tables) -> bool:
+    """Log the run to MLflow (`tune_mnist.mlflow_runs`); False, said on stderr, when it failed."""
+    try:
+        parent = log_search(
+            uri, run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval
+        )
+    except TrackingError as e:
+        print(
+            f"error: {e} (the results are saved; log them with: "
+            f"python -m tune_mnist.results {run_dir} --mlflow URI)",
+            file=sys.stderr,
+        )
+        return False
+    print(f"MLflow: {len(tables.trials)} arm runs under run {parent} at {uri}", flush=True)
+    return True
 
 
 def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
@@ -399,6 +429,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         default="val_acc",
         help="metric of the learning curves and forest plot",
     )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "also log the run to this MLflow tracking URI (http://HOST:PORT of an mlflow server, "
+            "or sqlite:///mlflow.db): a parent run with the comparison and best models, "
+            "one child run per arm; logging again adds nothing twice"
+        ),
+    )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not _trial_dirs(run_dir):
@@ -408,9 +447,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         )
         return 2
     try:
-        finish(run_dir, plot=args.plot, metric=args.metric)
-    except ExperimentError as e:
+        if args.mlflow:
+            check_reachable(args.mlflow)
+        tables, _ = finish(run_dir, plot=args.plot, metric=args.metric)
+    except (ExperimentError, TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.mlflow and not log_mlflow(args.mlflow, run_dir, tables):
         return 2
     return 0
 

@@ -197,6 +197,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
     )
     out.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "after the search, log it to this MLflow tracking URI (http://HOST:PORT of an "
+            "mlflow server, or sqlite:///mlflow.db): a parent run with the comparison and best "
+            "models, one child run per arm with its per-epoch metrics; needs "
+            "pip install 'tune_mnist[mlflow]'"
+        ),
+    )
+    out.add_argument(
         "--verbose",
         action="store_true",
         help=(

@@ -21,11 +21,18 @@ from tune_mnist import data as datasets
 from tune_mnist import results
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
+from tune_mnist.mlflow_runs import TrackingError, check_reachable
 from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 # Options added after the first manifests were written: a resumed old run gets these values.
-RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
+RESUME_DEFAULTS = {
+    "max_failures": 2,
+    "max_trials": 1000,
+    "yes": False,
+    "reuse_workers": False,
+    "mlflow": None,
+}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -148,6 +155,7 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
         "name": args.name,
         "dashboard": args.dashboard,
         "verbose": args.verbose,
+        "mlflow": args.mlflow or original.get("mlflow"),  # this command's, else the run's
     }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
@@ -167,6 +175,11 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
             f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
             f"pass --yes to run them anyway"
         )
+    if args.mlflow:
+        try:
+            check_reachable(args.mlflow)
+        except TrackingError as e:
+            raise UsageError(str(e)) from None
     run_dir = storage / (args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
     return args, space, run_dir
@@ -197,6 +210,8 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
         "results": round(time.time() - search_ended, 2),
     }
     write_json(run_dir / MANIFEST_FILE, manifest)
+    if args.mlflow:
+        results.log_mlflow(args.mlflow, run_dir, tables)  # after the manifest: it is logged too
     print(f"\nResults: {run_dir}", flush=True)
     return _exit_status(tables.trials, run_dir)
 
