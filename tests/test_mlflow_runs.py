@@ -201,6 +201,11 @@ def test_a_dead_server_is_refused_before_any_training(tmp_path):
     assert not list(tmp_path.glob("*/train_pair_*"))
 
 
+def test_a_password_in_the_uri_is_refused_since_the_manifest_records_the_uri():
+    with pytest.raises(TrackingError, match="MLFLOW_TRACKING_PASSWORD"):
+        check_reachable("http://me:secret@127.0.0.1:5000")
+
+
 def test_results_cli_logs_a_real_run(server, experiment, small_run, capsys):
     assert results_main([str(small_run), "--mlflow", server]) == 0
     assert "MLflow: 8 arm runs" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -74,7 +75,13 @@ def check_reachable(uri: str) -> None:
     """Fail in seconds, before a search trains anything, when the tracking server cannot answer.
 
     MLflow's own client retries a dead server for minutes; a server's /health answers at once.
+    A password in the URI is refused: the URI is recorded in run_manifest.json.
     """
+    if urlsplit(uri).password:
+        raise TrackingError(
+            "--mlflow: give the password in MLFLOW_TRACKING_PASSWORD (and the user in "
+            "MLFLOW_TRACKING_USERNAME), not in the URI, which run_manifest.json records"
+        )
     _client(uri)
     if not uri.startswith(("http://", "https://")):
         return
@@ -153,8 +160,13 @@ def _log(
     return parent.info.run_id
 
 
+def experiment_name() -> str:
+    """MLflow's own variable names the experiment, as for any MLflow run."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+
+
 def _experiment_id(client: Any) -> str:
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    name = experiment_name()
     experiment = client.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else client.create_experiment(name)
 

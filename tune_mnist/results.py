@@ -6,8 +6,9 @@
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
 and by `python -m tune_mnist.results RUN_DIR [--plot]`: collect the tables, write them, compare the
 arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set (once: a
-saved evaluation of the same models is reused) and print the summary. Every file is written
-atomically (see `tune_mnist.files`).
+saved evaluation of the same models is reused), print the summary and write the TensorBoard files
+(`tune_mnist.tensorboard_events`). Every file is written atomically (see `tune_mnist.files`).
+`--mlflow URI` also logs the run to MLflow (`tune_mnist.mlflow_runs`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tune_mnist.files import (
     write_parquet,
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
-from tune_mnist.mlflow_runs import TrackingError, check_reachable, log_search
+from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
 from tune_mnist.space import ARMS, KEYS, architecture_label
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
@@ -391,7 +392,11 @@ def log_mlflow(uri: str, run_dir: Path, tables: Tables) -> bool:
             file=sys.stderr,
         )
         return False
-    print(f"MLflow: {len(tables.trials)} arm runs under run {parent} at {uri}", flush=True)
+    print(
+        f"MLflow: {len(tables.trials)} arm runs under parent run {parent} "
+        f"(experiment {experiment_name()}) at {uri}",
+        flush=True,
+    )
     return True
 
 
