@@ -1,5 +1,9 @@
-"""A search logged to a real MLflow server reads back as one run per arm under a parent run."""
+"""A search logged to a real MLflow server reads back as one run per arm under a parent run.
 
+The tests that start the server are marked `tracking` (plain `pytest` leaves them out).
+"""
+
+import argparse
 import json
 import math
 import os
@@ -22,8 +26,7 @@ from tune_mnist.mlflow_runs import (
     log_search,
 )
 from tune_mnist.results import main as results_main
-
-pytestmark = pytest.mark.tracking
+from tune_mnist.search import _resume_args
 
 
 def mlflow_client(uri: str):
@@ -124,11 +127,14 @@ def assert_arm_metrics(uri: str, children: dict, epochs: pd.DataFrame) -> None:
     for trial_id, run in children.items():
         rows = epochs[epochs["trial_id"] == trial_id].set_index("epoch")
         for metric in EPOCH_METRICS:
-            history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, metric)}
-            expected = {e: v for e, v in rows[metric].items() if not math.isnan(v)}
-            assert history == pytest.approx(expected), (trial_id, metric)
+            history = client.get_metric_history(run.info.run_id, metric)
+            logged = sorted((m.step, m.value) for m in history)  # a list: an epoch twice shows
+            expected = [(e, v) for e, v in rows[metric].items() if not math.isnan(v)]
+            assert [s for s, _ in logged] == [e for e, _ in expected], (trial_id, metric)
+            assert [v for _, v in logged] == pytest.approx([v for _, v in expected])
 
 
+@pytest.mark.tracking
 def test_every_arm_is_a_child_run_with_its_params_and_each_epochs_metrics(
     server, experiment, tmp_path
 ):
@@ -145,6 +151,7 @@ def test_every_arm_is_a_child_run_with_its_params_and_each_epochs_metrics(
     assert children["aaaaa_00000-plain"].data.params["mixup"] == "false"
 
 
+@pytest.mark.tracking
 def test_the_parent_has_the_primary_result_the_comparison_manifest_and_best_models(
     server, experiment, tmp_path
 ):
@@ -161,6 +168,7 @@ def test_the_parent_has_the_primary_result_the_comparison_manifest_and_best_mode
     assert open(copy, "rb").read() == b"model mixup"
 
 
+@pytest.mark.tracking
 def test_logging_again_adds_only_the_new_epochs(server, experiment, tmp_path):
     """A resumed search logs its later epochs into the same runs, never an epoch twice."""
     run_dir, trials, epochs, comparison = synthetic_run(tmp_path)
@@ -201,11 +209,24 @@ def test_a_dead_server_is_refused_before_any_training(tmp_path):
     assert not list(tmp_path.glob("*/train_pair_*"))
 
 
+def test_a_resume_logs_where_its_own_command_says(tmp_path):
+    """Not the recorded URI: a resume must not depend on a tracking server that is gone."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    original = {"space": "quickstart", "dataset": "mnist_sample", "mlflow": "http://gone:5000"}
+    (run_dir / "run_manifest.json").write_text(json.dumps({"args": original, "space": {}}))
+    here = {"storage_path": str(tmp_path), "name": "run", "dashboard": False, "verbose": False}
+    for given in (None, "sqlite:///mlflow.db"):
+        args = argparse.Namespace(space=None, seeds=None, mlflow=given, **here)
+        assert _resume_args(run_dir, args).mlflow == given
+
+
 def test_a_password_in_the_uri_is_refused_since_the_manifest_records_the_uri():
     with pytest.raises(TrackingError, match="MLFLOW_TRACKING_PASSWORD"):
         check_reachable("http://me:secret@127.0.0.1:5000")
 
 
+@pytest.mark.tracking
 def test_results_cli_logs_a_real_run(server, experiment, small_run, capsys):
     assert results_main([str(small_run), "--mlflow", server]) == 0
     assert "MLflow: 8 arm runs" in capsys.readouterr().out
@@ -215,6 +236,7 @@ def test_results_cli_logs_a_real_run(server, experiment, small_run, capsys):
     assert {"best_plain.keras", "best_mixup.keras", "comparison.csv"} <= artifacts
 
 
+@pytest.mark.tracking
 def test_a_search_with_mlflow_records_it_and_logs_at_its_end(server, experiment, tmp_path):
     (tmp_path / "space.yaml").write_text(SMALL_SPACE.replace("{grid: [0, 1]}", "1"))
     result = run_search(

@@ -26,13 +26,7 @@ from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 # Options added after the first manifests were written: a resumed old run gets these values.
-RESUME_DEFAULTS = {
-    "max_failures": 2,
-    "max_trials": 1000,
-    "yes": False,
-    "reuse_workers": False,
-    "mlflow": None,
-}
+RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -149,13 +143,14 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {run_dir.name} was made with a different search space "
                 f"than {args.space}"
             )
-    # Where the run is and whether to show a dashboard come from this command, not the manifest.
+    # Where the run is, whether to show a dashboard and where to log it (a tracking server may be
+    # gone) come from this command, not the manifest.
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
         "dashboard": args.dashboard,
         "verbose": args.verbose,
-        "mlflow": args.mlflow or original.get("mlflow"),  # this command's, else the run's
+        "mlflow": args.mlflow,
     }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
