@@ -1,7 +1,10 @@
 """TensorBoard's own reader finds every arm's per-epoch metrics and its HParams, mixup included."""
 
 import math
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -92,3 +95,21 @@ def test_a_real_search_writes_the_event_files_of_its_epochs_table(small_run):
     )
     assert len(tables[0]) == 8
     assert_arm_runs_match(small_run, *tables)
+
+
+def test_writing_does_not_import_tensorflow(tmp_path):
+    """The driver pays no TensorFlow start-up for the event files (see the module's docstring)."""
+    script = (
+        "import sys; from conftest import synthetic_tables; "
+        "from tune_mnist.tensorboard_events import write_event_files; "
+        f"write_event_files({str(tmp_path)!r}, *synthetic_tables()); "
+        "print('tensorflow' in sys.modules)"
+    )
+    tests = Path(__file__).parent
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"},
+    )
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
