@@ -2,13 +2,17 @@
 
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from conftest import synthetic_tables
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -113,3 +117,61 @@ def test_writing_does_not_import_tensorflow(tmp_path):
         env={**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"},
     )
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+@pytest.mark.tracking
+def test_a_real_tensorboard_shows_mixup_in_its_hparams_view(tmp_path):
+    """What the HParams view asks the server for: the columns, and one session per arm."""
+    trials, epochs = synthetic_tables()
+    folder = write_event_files(tmp_path, trials, epochs)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        ["tensorboard", "--logdir", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    hparams = f"http://127.0.0.1:{port}/data/plugin/hparams"
+    try:
+        # TensorBoard loads the runs in the background: ask until all of them are there.
+        experiment = _post_until(
+            f"{hparams}/experiment", {"experimentName": ""}, server, lambda a: a["hparamInfos"]
+        )
+        assert {"mixup", "seed", "architecture", "num_conv"} == {
+            info["name"] for info in experiment["hparamInfos"]
+        }
+        groups = _post_until(
+            f"{hparams}/session_groups",
+            SESSION_QUERY,
+            server,
+            lambda a: len(a["sessionGroups"]) == len(trials),
+        )
+        mixup = {g["name"]: g["hparams"]["mixup"] for g in groups["sessionGroups"]}
+        assert mixup == dict(zip(trials["trial_id"], trials["config/mixup"], strict=True))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+SESSION_QUERY = {
+    "experimentName": "",
+    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    "colParams": [{"hparam": "mixup", "includeInResult": True}],
+    "startIndex": 0,
+    "sliceSize": 100,
+}
+
+
+def _post_until(url: str, body: dict, server: subprocess.Popen, done) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            answer = requests.post(url, json=body, timeout=5)
+            if answer.ok and done(answer.json()):
+                return answer.json()
+        except requests.ConnectionError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not answer"
+        time.sleep(0.5)
