@@ -1,9 +1,15 @@
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+
+from tune_mnist.metrics import METRICS
+from tune_mnist.space import ARMS, KEYS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,3 +56,32 @@ def small_run(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     return root / "runs" / "small"
+
+
+def synthetic_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two pairs (num_conv 1 and 2) of 3 epochs; the MixUp arm of the second diverges at epoch 2."""
+    rng = np.random.default_rng(0)
+    trials, epochs = [], []
+    for pair, num_conv in (("aaaaa_00000", 1), ("aaaaa_00001", 2)):
+        for arm, mixup in ARMS.items():
+            diverged = pair.endswith("1") and mixup
+            config = {f"config/{k}": spec.default for k, spec in KEYS.items()}
+            trials.append(
+                {
+                    "trial_id": f"{pair}-{arm}",
+                    "pair_id": pair,
+                    "arm": arm,
+                    "status": "DIVERGED" if diverged else "TERMINATED",
+                    "architecture": f"num_conv={num_conv}",
+                    **config,
+                    "config/num_conv": num_conv,
+                    "config/mixup": mixup,
+                }
+            )
+            for epoch in range(1, 3 if diverged else 4):
+                row = {m: float(rng.uniform(0, 1)) for m in METRICS}
+                row.update(trial_id=f"{pair}-{arm}", epoch=epoch, time_total_s=2.0 * epoch)
+                if diverged and epoch == 2:
+                    row["train_loss"] = math.nan
+                epochs.append(row)
+    return pd.DataFrame(trials), pd.DataFrame(epochs)

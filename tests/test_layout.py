@@ -5,7 +5,10 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tune_mnist"
-ANALYSIS = {"results", "comparison", "evaluation", "plots", "report"}
+ANALYSIS = {
+    *("results", "comparison", "evaluation", "plots", "report"),
+    *("tensorboard_events", "mlflow_runs"),
+}
 LOWER = {"files", "metrics", "checkpoint", "resources", "space", "data"}
 RAY_SIDE = {"run", "search", "trainable", "schedulers"}
 

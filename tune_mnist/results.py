@@ -6,8 +6,10 @@
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
 and by `python -m tune_mnist.results RUN_DIR [--plot] [--report]`: collect the tables, write them,
 compare the arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set
-(once: a saved evaluation of the same models is reused) and print the summary. Every file is
-written atomically (see `tune_mnist.files`).
+(once: a saved evaluation of the same models is reused), print the summary and write the
+TensorBoard files (`tune_mnist.tensorboard_events`). Every file is written atomically (see
+`tune_mnist.files`).
+`--mlflow URI` also logs the run to MLflow (`tune_mnist.mlflow_runs`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tune_mnist.files import (
     write_parquet,
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
+from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
 from tune_mnist.space import ARMS, KEYS, architecture_label
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
@@ -361,6 +364,7 @@ def finish(
     _attach(tables, evaluation)
     print(summary(tables), flush=True)
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
+    _tensorboard(run_dir, tables)
     if plot:
         _plot(run_dir, tables, metric)
     if report:
@@ -375,6 +379,38 @@ def _test_images(run_dir: Path, tables: Tables) -> tuple[np.ndarray | None, list
         return None, None
     arrays, class_names = test_evaluation.load_test_arrays(run_dir)
     return arrays.x_test, class_names
+
+
+def _tensorboard(run_dir: Path, tables: Tables) -> None:
+    from tune_mnist.tensorboard_events import TensorBoardMissing, write_event_files
+
+    try:
+        folder = write_event_files(run_dir, tables.trials, tables.epochs)
+    except TensorBoardMissing as e:
+        print(f"\n{e}, then run python -m tune_mnist.results {run_dir}", flush=True)
+        return
+    print(f"\nTensorBoard: tensorboard --logdir {folder}", flush=True)
+
+
+def log_mlflow(uri: str, run_dir: Path, tables: Tables) -> bool:
+    """Log the run to MLflow (`tune_mnist.mlflow_runs`); False, said on stderr, when it failed."""
+    try:
+        parent = log_search(
+            uri, run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval
+        )
+    except TrackingError as e:
+        print(
+            f"error: {e} (the results are saved; log them with: "
+            f"python -m tune_mnist.results {run_dir} --mlflow URI)",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"MLflow: {len(tables.trials)} arm runs under parent run {parent} "
+        f"(experiment {experiment_name()}) at {uri}",
+        flush=True,
+    )
+    return True
 
 
 def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
@@ -425,6 +461,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         default="val_acc",
         help="metric of the learning curves, forest plot and report",
     )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "also log the run to this MLflow tracking URI (http://HOST:PORT of an mlflow server, "
+            "or sqlite:///mlflow.db): a parent run with the comparison and best models, "
+            "one child run per arm; logging again adds nothing twice"
+        ),
+    )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not _trial_dirs(run_dir):
@@ -434,9 +479,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         )
         return 2
     try:
-        finish(run_dir, plot=args.plot, report=args.report, metric=args.metric)
-    except ExperimentError as e:
+        if args.mlflow:
+            check_reachable(args.mlflow)
+        tables, _ = finish(run_dir, plot=args.plot, report=args.report, metric=args.metric)
+    except (ExperimentError, TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.mlflow and not log_mlflow(args.mlflow, run_dir, tables):
         return 2
     return 0
 

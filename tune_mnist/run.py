@@ -202,6 +202,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="also write report.html, one self-contained page of the run (opens offline)",
     )
     out.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "after the search, log it to this MLflow tracking URI (http://HOST:PORT of an "
+            "mlflow server, or sqlite:///mlflow.db): a parent run with the comparison and best "
+            "models, one child run per arm with its per-epoch metrics; needs "
+            "pip install 'tune_mnist[mlflow]'"
+        ),
+    )
+    out.add_argument(
         "--verbose",
         action="store_true",
         help=(

@@ -22,6 +22,7 @@ from tune_mnist import data as datasets
 from tune_mnist import results
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
+from tune_mnist.mlflow_runs import TrackingError, check_reachable
 from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
@@ -157,14 +158,15 @@ def _resume_args(run_dir: Path, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {run_dir.name} was made with a different search space "
                 f"than {args.space}"
             )
-    # Where the run is, whether to show a dashboard or write a report come from this command, not
-    # the manifest.
+    # Where the run is, whether to show a dashboard, write a report, and where to log it (a
+    # tracking server may be gone) come from this command, not the manifest.
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
         "dashboard": args.dashboard,
         "verbose": args.verbose,
         "report": args.report,
+        "mlflow": args.mlflow,
     }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
@@ -184,6 +186,11 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
             f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
             f"pass --yes to run them anyway"
         )
+    if args.mlflow:
+        try:
+            check_reachable(args.mlflow)
+        except TrackingError as e:
+            raise UsageError(str(e)) from None
     run_dir = storage / (args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
     return args, space, run_dir
@@ -216,6 +223,8 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     write_json(run_dir / MANIFEST_FILE, manifest)
     if args.report:  # after the manifest's end time and seconds, which the report shows
         results.write_run_report(run_dir, tables)
+    if args.mlflow:
+        results.log_mlflow(args.mlflow, run_dir, tables)  # after the manifest: it is logged too
     print(f"\nResults: {run_dir}", flush=True)
     return _exit_status(tables.trials, run_dir)
 
