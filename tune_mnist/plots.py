@@ -28,8 +28,11 @@ from tune_mnist.space import POOLED
 __all__ = [
     "FIGURE_FILES",
     "FOREST_ROLES",
+    "SEARCH_FIGURE_FILES",
     "plot_confusion",
+    "plot_dependence",
     "plot_forest",
+    "plot_importance",
     "plot_learning_curves",
     "plot_misclassified",
     "plot_reliability",
@@ -50,6 +53,8 @@ FIGURE_FILES = {
     "confusion": "confusion.png",
     "misclassified": "misclassified.png",
 }
+# A random or TPE search's figures, written after the others when it has their tables.
+SEARCH_FIGURE_FILES = {"dependence": "dependence.png", "importance": "importance.png"}
 
 
 def save_figure(figure: Figure, path: str | PathLike[str]) -> Path:
@@ -150,6 +155,50 @@ def plot_forest(comparison_df: pd.DataFrame, *, metric: str = "val_acc") -> Figu
     methods = sorted({str(m) for m in table.loc[has_interval, "ci_method"]} - {"none", "nan"})
     title = "intervals: " + ", ".join(methods) if methods else "no intervals: run more seeds"
     ax.set_title(title, fontsize=9)
+    return figure
+
+
+def plot_dependence(dependence_df: pd.DataFrame) -> Figure:
+    """MixUp - plain per bin or value of each searched key, one panel per key, with intervals.
+
+    Reads `tune_mnist.dependence.dependence`'s table (``key``, ``level``, ``diff``, ``ci_low``,
+    ``ci_high``, ``n_pairs``): exploratory rows, a row without an interval shows its point only.
+    """
+    keys = list(dict.fromkeys(dependence_df["key"]))
+    if not keys:
+        raise ValueError("no dependence rows to plot (a space without random keys)")
+    figure, axes = _panel_grid(len(keys), size=3.5)
+    for ax, key in zip(axes, keys, strict=True):
+        rows = dependence_df[dependence_df["key"] == key]
+        x = np.arange(len(rows))
+        low, high = rows["ci_low"].to_numpy(np.float64), rows["ci_high"].to_numpy(np.float64)
+        diff = rows["diff"].to_numpy(np.float64)
+        shown = np.isfinite(low) & np.isfinite(high)
+        ax.vlines(x[shown], low[shown], high[shown], color="tab:blue", linewidth=1.5)
+        ax.plot(x, diff, color="tab:blue", marker="o", linestyle="-")
+        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+        labels = [f"{row.level}\n(n={row.n_pairs})" for row in rows.itertuples()]
+        ax.set_xticks(x, labels, fontsize=7)
+        binned = rows["kind"].iloc[0] == "bin"
+        how = f"{rows['scale'].iloc[0]} range, quantile bins" if binned else "per value"
+        ax.set_title(f"{key} ({how})", fontsize=9)
+        ax.set_ylabel("MixUp - plain")
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("val_acc difference by key (exploratory; 95% t intervals over configurations)")
+    return figure
+
+
+def plot_importance(importance_df: pd.DataFrame) -> Figure:
+    """The keys' importance for val_acc as horizontal bars, the most important at the top."""
+    if importance_df.empty:
+        raise ValueError("no importance rows to plot (a space without random keys)")
+    rows = importance_df.sort_values("importance")
+    figure = Figure(figsize=(6, 1.0 + 0.35 * len(rows)), layout="constrained")
+    ax = figure.subplots()
+    ax.barh(rows["key"], rows["importance"], color="tab:blue")
+    ax.set_xlabel("importance for val_acc (PED-ANOVA, normalised to sum 1)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{int(rows['n_arms'].iloc[0])} arms (exploratory)", fontsize=9)
     return figure
 
 
@@ -280,8 +329,13 @@ def write_figures(
     test_images: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     metric: str = "val_acc",
+    dependence: pd.DataFrame | None = None,
+    importance: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Write the five figures of a run into ``run_dir``; one line per figure: its path, or why not.
+    """Write the figures of a run into ``run_dir``; one line per figure: its path, or why not.
+
+    ``dependence`` and ``importance`` (tune_mnist.dependence) are drawn when they have rows: a
+    random or TPE search.
 
     The test figures (reliability, confusion, misclassified) need the test tables (``None`` when
     the run has no test evaluation) and, for the misclassified images, ``test_images``: the
@@ -305,13 +359,21 @@ def write_figures(
         lines.append(str(save_figure(figure, files["forest"])))
     if test_eval is None or confusion is None or test_predictions is None:
         reason = "no test evaluation (no finished trial with a checkpoint)"
-        return lines + [
+        lines += [
             f"skipped {files[name].name}: {reason}"
             for name in ("reliability", "confusion", "misclassified")
         ]
-    return lines + _test_figures(
-        test_eval, confusion, test_predictions, test_images, class_names, files
-    )
+    else:
+        lines += _test_figures(
+            test_eval, confusion, test_predictions, test_images, class_names, files
+        )
+    searched = {"dependence": dependence, "importance": importance}
+    plotters = {"dependence": plot_dependence, "importance": plot_importance}
+    for name, table in searched.items():
+        if table is not None and not table.empty:
+            figure = plotters[name](table)
+            lines.append(str(save_figure(figure, run_dir / SEARCH_FIGURE_FILES[name])))
+    return lines
 
 
 def _test_figures(
