@@ -70,6 +70,8 @@ def test_help_explains_every_option():
         ("num_conv: 2\n", ["--val-fraction", "1.5"], "--val-fraction"),
         ("num_conv: 2\n", ["--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir"),
         ("num_conv: 2\n", ["--resume", "--name", "never-ran"], "no run at"),
+        ("num_conv: {grid: [1, 2]}\n", ["--search-alg", "tpe"], "no random key"),
+        ("num_conv: 2\n", ["--search-alg", "bayes"], "--search-alg"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, space_text, args, message, monkeypatch):
