@@ -5,6 +5,9 @@ The first tests drive `GridRepeater` around a real `OptunaSearch` the way Tune's
 """
 
 import json
+import pickle
+import signal
+import time
 
 import optuna
 import pandas as pd
@@ -129,3 +132,50 @@ def test_a_tpe_search_with_asha_runs_every_proposal_as_pairs_at_every_seed(tmp_p
     importance = pd.read_parquet(run_dir / "importance.parquet")
     assert {"learning_rate", "dropout", "mixup", "seed"} == set(importance["key"])
     assert "MixUp − plain varies most with" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_interrupted_tpe_search_resumes_with_its_searcher(tmp_path, drivers):
+    """Ctrl-C after the first pair: TPE had not yet proposed the others, so they count as
+    unfinished (exit 130, not 0); --resume restores the searcher, which runs the second seed of
+    the half-run proposal with that proposal's keys and then proposes the rest."""
+    (tmp_path / "space.yaml").write_text(RANDOM_SPACE)
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "r"
+    first = drivers(
+        [
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--search-alg",
+            "tpe",
+            "--num-samples",
+            "2",
+            "--train-subset",
+            "200",
+            "--max-epochs",
+            "2",
+            "--max-concurrent",
+            "1",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "r",
+        ],  # fmt: skip
+        tmp_path / "log1.txt",
+    )
+    deadline = time.monotonic() + 300
+    while "pair 1/4 done" not in first.output():
+        assert first.proc.poll() is None and time.monotonic() < deadline, first.output()[-3000:]
+        time.sleep(0.2)
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait(120) == 130, first.output()[-3000:]
+    assert "Interrupted: 3 pairs unfinished" in first.output(), first.output()[-3000:]
+    first.kill_all()
+    second = run_search("--resume", "--storage-path", str(storage), "--name", "r")
+    assert second.returncode == 0, search_failed(second)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 8 and set(trials["status"]) == {"TERMINATED"}
+    for _, configuration in trials.groupby(["config/learning_rate", "config/dropout"]):
+        assert sorted(configuration["config/seed"]) == [0, 0, 1, 1]
+    (state,) = sorted(run_dir.glob("searcher-state-*.pkl"))[-1:]
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
