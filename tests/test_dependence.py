@@ -96,3 +96,6 @@ def test_the_summary_names_the_key_the_difference_varies_most_with():
     text = format_dependence(*analyse(trials, epochs, SPACE))
     assert "MixUp − plain varies most with dropout" in text
     assert "keys that matter for val_acc (PED-ANOVA importance): learning_rate" in text
+    # Two configurations: every bin holds one, without an interval; no spread is claimed.
+    few = format_dependence(*analyse(*synthetic_run(configurations=2), SPACE))
+    assert "too few configurations per bin to compare bins" in few and "varies most" not in few

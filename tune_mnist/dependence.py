@@ -217,19 +217,29 @@ def format_dependence(dependence_table: pd.DataFrame, importance_table: pd.DataF
     if dependence_table.empty and importance_table.empty:
         return ""
     lines = ["Exploratory, for the searched keys (dependence.parquet, importance.parquet):"]
-    if not dependence_table.empty:
-        spread = dependence_table.groupby("key", sort=False)["diff"].agg(np.ptp)
-        key = spread.idxmax()
-        rows = dependence_table[dependence_table["key"] == key]
+    # Rows of one configuration have no interval; the widest spread among them says little.
+    rows = dependence_table[dependence_table["n_configurations"] >= 2]
+    compared = rows.groupby("key", sort=False).filter(lambda key_rows: len(key_rows) >= 2)
+    if not compared.empty:
+        key = compared.groupby("key", sort=False)["diff"].agg(np.ptp).idxmax()
+        rows = compared[compared["key"] == key]
         ends = [rows.loc[rows["diff"].idxmin()], rows.loc[rows["diff"].idxmax()]]
-        text = " to ".join(f"{row['diff']:+.4f} at {key} {row['level']}" for row in ends)
+        text = " to ".join(f"{_with_interval(row)} at {key} {row['level']}" for row in ends)
         lines.append(f"  MixUp − plain varies most with {key}: from {text}")
+    elif not dependence_table.empty:
+        lines.append("  MixUp − plain by key: too few configurations per bin to compare bins")
     if not importance_table.empty:
         top = ", ".join(
             f"{row.key} {row.importance:.2f}" for row in importance_table.head(4).itertuples()
         )
         lines.append(f"  keys that matter for val_acc (PED-ANOVA importance): {top}")
     return "\n".join(lines)
+
+
+def _with_interval(row: pd.Series) -> str:
+    if not math.isfinite(row["ci_low"]):
+        return f"{row['diff']:+.4f}"
+    return f"{row['diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
 
 
 def _empty(columns: dict[str, Any]) -> pd.DataFrame:
