@@ -50,6 +50,8 @@ __all__ = ["analyse", "dependence", "format_dependence", "importance"]
 
 RANGES = ("uniform", "loguniform", "randint")
 MAX_BINS = 3
+# An integer range with this few values drawn (num_conv 1-4) is shown per value, not in bins.
+MAX_INTEGER_VALUES = 6
 # PED-ANOVA compares the best arms with all of them; Optuna advises 5 or more among the best.
 MIN_TOP_ARMS = 5
 DEPENDENCE_COLUMNS: dict[str, Any] = {
@@ -91,7 +93,8 @@ def dependence(
         if values.nunique() < 2:
             continue
         dist = space.randoms[key][0] if key in space.randoms else "grid"
-        binned = dist in RANGES and values.nunique() > MAX_BINS
+        most = MAX_INTEGER_VALUES if dist == "randint" else MAX_BINS
+        binned = dist in RANGES and values.nunique() > most
         groups = _bins(values, pairs["configuration"]) if binned else _levels(values)
         scale = {"loguniform": "log", "uniform": "linear", "randint": "linear"}.get(dist, "")
         for number, (level, low, high, members) in enumerate(groups):
