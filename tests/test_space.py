@@ -85,6 +85,16 @@ def test_random_keys_become_tune_domains():
     assert params["num_conv"].upper == 4  # inclusive in the YAML, exclusive in Tune
 
 
+def test_an_integer_key_drawn_from_a_range_stays_an_integer():
+    """Rule: `filters: {loguniform: [8, 64]}` gives the model integers, in random and TPE search
+    alike (Tune's uniform and loguniform draw floats)."""
+    space = parse_space({"filters": {"loguniform": [8, 64]}, "dense_units": {"uniform": [8, 64]}})
+    params = space.param_space()
+    for key in ("filters", "dense_units"):
+        draws = [params[key].sample() for _ in range(50)]
+        assert all(isinstance(d, int) and 8 <= d <= 64 for d in draws), (key, draws)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

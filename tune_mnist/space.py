@@ -100,20 +100,26 @@ class Space:
         return resolved
 
     def param_space(self) -> dict[str, Any]:
-        """Ray Tune's param_space: every key present, grids and distributions as Tune objects."""
+        """Ray Tune's param_space: every key present, grids and distributions as Tune objects.
+
+        An integer key drawn from a range stays an integer (Tune's uniform draws floats).
+        """
         from ray import tune
 
         space: dict[str, Any] = dict(self.constants)
         space.update({k: tune.grid_search(v) for k, v in self.grids.items()})
         for key, (dist, args) in self.randoms.items():
+            integer = KEYS[key].kind is int
             if dist == "choice":
                 space[key] = tune.choice(args)
-            elif dist == "uniform":
-                space[key] = tune.uniform(*args)
+            elif dist == "loguniform" and integer:
+                space[key] = tune.lograndint(args[0], args[1] + 1)  # Tune's upper end is exclusive
             elif dist == "loguniform":
                 space[key] = tune.loguniform(*args)
+            elif integer:  # uniform or randint of an integer key
+                space[key] = tune.randint(args[0], args[1] + 1)
             else:
-                space[key] = tune.randint(args[0], args[1] + 1)  # Tune's upper end is exclusive
+                space[key] = tune.uniform(*args)
         return space
 
     def optuna_space(self) -> dict[str, Any]:
