@@ -179,7 +179,7 @@ def importance(trials: pd.DataFrame, epochs: pd.DataFrame, space: Space) -> pd.D
     ]
     distributions["mixup"] = optuna.distributions.CategoricalDistribution(list(ARMS.values()))
     quantile = min(0.5, max(0.1, MIN_TOP_ARMS / len(arms)))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     study = optuna.create_study(direction="maximize")
     study.add_trials(
         optuna.trial.create_trial(params=params, distributions=distributions, value=value)

@@ -165,6 +165,8 @@ def make_search_alg(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    # Optuna's INFO lines ("A new study created in memory") are not for this tool's users.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     tpe = OptunaSearch(
         space=space.optuna_space(),
         metric=metric,
