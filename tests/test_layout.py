@@ -7,10 +7,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "tune_mnist"
 ANALYSIS = {
     *("results", "comparison", "evaluation", "plots", "report"),
-    *("tensorboard_events", "mlflow_runs"),
+    *("tensorboard_events", "mlflow_runs", "dependence"),
 }
 LOWER = {"files", "metrics", "checkpoint", "resources", "space", "data"}
-RAY_SIDE = {"run", "search", "trainable", "schedulers"}
+RAY_SIDE = {"run", "search", "trainable", "schedulers", "searchers"}
 
 
 def imports_of(module: Path) -> set[str]:

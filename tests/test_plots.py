@@ -506,3 +506,40 @@ def test_pair_curves_show_every_arm_and_each_pairs_difference(trials_and_epochs)
     # arm_curve: MixUp is 0.01 above plain at every epoch, in every pair.
     np.testing.assert_allclose(mean.get_ydata(), 0.01)
     np.testing.assert_allclose(mean.get_xdata(), EPOCHS)
+
+
+def test_search_figures_draw_their_tables(tmp_path, trials_and_epochs, comparison):
+    """Rule: one dependence panel per key with each bin's difference and interval; one bar per key
+    in importance order; write_figures adds both after the others when their tables have rows."""
+    dependence = pd.DataFrame(
+        {
+            "key": ["dropout"] * 3 + ["optimizer"] * 2,
+            "kind": ["bin"] * 3 + ["value"] * 2,
+            "scale": ["linear"] * 3 + [""] * 2,
+            "level": ["0–0.1", "0.1–0.3", "0.3–0.5", "adam", "sgd"],
+            "n_pairs": [4, 4, 4, 6, 6],
+            "diff": [-0.02, 0.0, 0.03, 0.01, NAN],
+            "ci_low": [-0.04, -0.01, 0.01, NAN, NAN],
+            "ci_high": [0.0, 0.01, 0.05, NAN, NAN],
+        }
+    )
+    figure = plots.plot_dependence(dependence)
+    dropout, optimizer = [ax for ax in figure.axes if ax.get_visible()]
+    assert dropout.get_title() == "dropout (linear range, quantile bins)"
+    assert optimizer.get_title() == "optimizer (per value)"
+    assert dropout.lines[0].get_ydata().tolist() == [-0.02, 0.0, 0.03]
+    (segments,) = [c.get_segments() for c in dropout.collections]
+    assert [s[:, 1].tolist() for s in segments] == [[-0.04, 0.0], [-0.01, 0.01], [0.01, 0.05]]
+    assert [t.get_text() for t in optimizer.get_xticklabels()] == ["adam\n(n=6)", "sgd\n(n=6)"]
+    importance = pd.DataFrame(
+        {"key": ["learning_rate", "mixup"], "importance": [0.7, 0.3], "n_arms": [24, 24]}
+    )
+    (ax,) = plots.plot_importance(importance).axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mixup", "learning_rate"]
+    assert [p.get_width() for p in ax.patches] == [0.3, 0.7]
+    trials, epochs = trials_and_epochs
+    lines = write_figures(
+        tmp_path, trials, epochs, comparison, None, None, None,
+        dependence=dependence, importance=importance,
+    )  # fmt: skip
+    assert lines[-2:] == [str(tmp_path / f) for f in plots.SEARCH_FIGURE_FILES.values()]

@@ -20,10 +20,11 @@ import pytest
 
 from tune_mnist import plots, report
 from tune_mnist.comparison import compare
+from tune_mnist.dependence import analyse
 from tune_mnist.files import MANIFEST_FILE, REPORT_FILE, read_manifest, write_json
 from tune_mnist.report import SECTIONS, Section, write_report
 from tune_mnist.results import main
-from tune_mnist.space import KEYS
+from tune_mnist.space import KEYS, parse_space
 
 HOSTILE = '<script>alert("x")</script>'
 SECTION_TITLES = [
@@ -32,6 +33,8 @@ SECTION_TITLES = [
     "Paired differences",
     "Learning curves",
     "Configurations and the MixUp difference",
+    "How the MixUp difference depends on each key",
+    "Which keys matter for val_acc",
     "Test set",
     "Calibration",
 ]
@@ -47,6 +50,8 @@ class Tables:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     comparison: pd.DataFrame
+    dependence: pd.DataFrame
+    importance: pd.DataFrame
     test_eval: pd.DataFrame | None = None
     confusion: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
@@ -80,7 +85,7 @@ def tables() -> Tables:
                 }
             )
     trials, epochs = pd.DataFrame(trials), pd.DataFrame(epochs)
-    return Tables(trials, epochs, compare(trials, epochs))
+    return Tables(trials, epochs, compare(trials, epochs), *analyse(trials, epochs, None))
 
 
 @pytest.fixture
@@ -138,6 +143,23 @@ def test_a_random_space_shows_every_pair_in_one_learning_curve_panel(tables, tmp
     assert report.random_keys(read_manifest(tmp_path)) == ["dropout"]
     write_report(tmp_path, tables)
     assert len(drawn) == 1
+
+
+def test_a_random_space_shows_the_dependence_and_importance_of_its_keys(tables, tmp_path):
+    """Rule: a search with keys drawn at random gets both figures with their tables; a grid
+    search says it has none."""
+    page = write_report(tmp_path, tables).read_text()
+    assert page.count("Not a random or TPE search: no key was drawn.") == 2
+    space = parse_space({"dropout": {"uniform": [0.0, 0.5]}})
+    tables.dependence, tables.importance = analyse(tables.trials, tables.epochs, space)
+    page = write_report(tmp_path, tables).read_text()
+    assert "no key was drawn" not in page
+    for title, alt in (
+        ("How the MixUp difference depends on each key", "MixUp difference by key"),
+        ("Which keys matter for val_acc", "importance of each key"),
+    ):
+        section = page.split(f"<h2>{title}</h2>", 1)[1].split("<h2>", 1)[0]
+        assert f'<img alt="{alt}"' in section and "<table" in section, section[:300]
 
 
 def test_a_run_without_a_manifest_still_gets_a_report(tables, tmp_path):

@@ -34,8 +34,11 @@ from tune_mnist.space import POOLED
 __all__ = [
     "FIGURE_FILES",
     "FOREST_ROLES",
+    "SEARCH_FIGURE_FILES",
     "plot_confusion",
+    "plot_dependence",
     "plot_forest",
+    "plot_importance",
     "plot_learning_curves",
     "plot_misclassified",
     "plot_pair_curves",
@@ -59,6 +62,8 @@ FIGURE_FILES = {
     "confusion": "confusion.png",
     "misclassified": "misclassified.png",
 }
+# A random or TPE search's figures, written after the others when it has their tables.
+SEARCH_FIGURE_FILES = {"dependence": "dependence.png", "importance": "importance.png"}
 
 
 def save_figure(figure: Figure, path: str | PathLike[str]) -> Path:
@@ -205,6 +210,53 @@ def _forest_label(row: Any) -> str:
     """A row's label; a random draw's long architecture label is wrapped."""
     role = "" if row.role in ("primary", "pooled") else f", {row.role}"
     return textwrap.fill(f"{row.architecture}  (n={row.n_pairs}{role})", 60)
+
+
+def plot_dependence(dependence_df: pd.DataFrame) -> Figure:
+    """MixUp - plain per bin or value of each searched key, one panel per key, with intervals.
+
+    Reads `tune_mnist.dependence.dependence`'s table (``key``, ``level``, ``diff``, ``ci_low``,
+    ``ci_high``, ``n_pairs``): exploratory rows, a row without an interval shows its point only.
+    """
+    keys = list(dict.fromkeys(dependence_df["key"]))
+    if not keys:
+        raise ValueError("no dependence rows to plot (a space without random keys)")
+    figure, axes = _panel_grid(len(keys), size=3.5)
+    for ax, key in zip(axes, keys, strict=True):
+        rows = dependence_df[dependence_df["key"] == key]
+        x = np.arange(len(rows))
+        low, high = rows["ci_low"].to_numpy(np.float64), rows["ci_high"].to_numpy(np.float64)
+        diff = rows["diff"].to_numpy(np.float64)
+        shown = np.isfinite(low) & np.isfinite(high)
+        ax.vlines(x[shown], low[shown], high[shown], color="tab:blue", linewidth=1.5)
+        ax.plot(x, diff, color="tab:blue", marker="o", linestyle="-")
+        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+        labels = [f"{row.level}\n(n={row.n_pairs})" for row in rows.itertuples()]
+        ax.set_xticks(x, labels, fontsize=7)
+        binned = rows["kind"].iloc[0] == "bin"
+        how = f"{rows['scale'].iloc[0]} range, quantile bins" if binned else "per value"
+        ax.set_title(f"{key} ({how})", fontsize=9)
+        ax.set_ylabel("MixUp - plain")
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("val_acc difference by key (exploratory; 95% t intervals over configurations)")
+    return figure
+
+
+def plot_importance(importance_df: pd.DataFrame) -> Figure:
+    """The keys' importance for val_acc as horizontal bars, the most important at the top."""
+    if importance_df.empty:
+        raise ValueError("no importance rows to plot (a space without random keys)")
+    rows = importance_df.sort_values("importance")
+    figure = Figure(figsize=(6, 1.0 + 0.35 * len(rows)), layout="constrained")
+    ax = figure.subplots()
+    ax.barh(rows["key"], rows["importance"], color="tab:blue")
+    ax.set_xlabel("importance for val_acc (PED-ANOVA, normalised to sum 1)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{int(rows['n_arms'].iloc[0])} arms (exploratory)", fontsize=9)
+    return figure
+
+
+SEARCH_PLOTS = {"dependence": plot_dependence, "importance": plot_importance}
 
 
 def plot_reliability(tables: Mapping[str, pd.DataFrame]) -> Figure:
@@ -443,9 +495,12 @@ def write_figures(
     test_images: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     metric: str = "val_acc",
+    dependence: pd.DataFrame | None = None,
+    importance: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Write the five figures of ``run_figures`` into ``run_dir``; one line per figure: its path,
-    or why not."""
+    """Write the five figures of ``run_figures`` into ``run_dir``, and the figures of
+    ``dependence`` and ``importance`` (tune_mnist.dependence) when they have rows (a random or
+    TPE search); one line per figure: its path, or why not."""
     figures = run_figures(
         trials, epochs, comparison, test_eval, confusion, test_predictions,
         test_images=test_images, class_names=class_names, metric=metric,
@@ -457,6 +512,10 @@ def write_figures(
             lines.append(f"skipped {path.name}: {figure}")
         else:
             lines.append(str(save_figure(figure, path)))
+    for name, table in {"dependence": dependence, "importance": importance}.items():
+        if table is not None and not table.empty:
+            figure = SEARCH_PLOTS[name](table)
+            lines.append(str(save_figure(figure, Path(run_dir) / SEARCH_FIGURE_FILES[name])))
     return lines
 
 

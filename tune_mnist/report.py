@@ -66,6 +66,8 @@ class RunTables(Protocol):
     test_eval: pd.DataFrame | None
     confusion: pd.DataFrame | None
     test_predictions: pd.DataFrame | None
+    dependence: pd.DataFrame
+    importance: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,31 @@ def parallel_coordinates_section(tables: RunTables, context: Context) -> Section
     return Section(title, _figure(figure, "parallel coordinates of the varying keys"))
 
 
+def dependence_section(tables: RunTables, context: Context) -> Section:
+    """MixUp − plain per bin or value of each searched key (a random or TPE search)."""
+    title = "How the MixUp difference depends on each key"
+    if tables.dependence.empty:
+        return Section(title, _note("Not a random or TPE search: no key was drawn."))
+    text = (
+        "<p>Exploratory: mean of each configuration's MixUp − plain in val_acc at the compared "
+        "epoch (its seeds averaged first), with a 95% t interval over configurations.</p>"
+    )
+    columns = ["key", "level", "n_configurations", "n_pairs", "diff", "ci_low", "ci_high"]
+    figure = _figure(plots.plot_dependence(tables.dependence), "MixUp difference by key")
+    return Section(title, text + figure + _table(tables.dependence[columns]))
+
+
+def importance_section(tables: RunTables, context: Context) -> Section:
+    """Which keys matter for val_acc (a random or TPE search)."""
+    title = "Which keys matter for val_acc"
+    if tables.importance.empty:
+        return Section(title, _note("Not a random or TPE search: no key was drawn."))
+    method = tables.importance["method"].iloc[0]
+    figure = _figure(plots.plot_importance(tables.importance), "importance of each key")
+    text = f"<p>{_text(method)}; exploratory.</p>"
+    return Section(title, text + figure + _table(tables.importance[["key", "importance", "rank"]]))
+
+
 def evaluation_section(tables: RunTables, context: Context) -> Section:
     """The final model of each arm on the test set, its confusion matrix and its mistakes."""
     title = "Test set"
@@ -246,10 +273,8 @@ SECTIONS: list[SectionFunction] = [
     forest_section,
     learning_curves_section,
     parallel_coordinates_section,
-    # ---- HOOK: hyperparameter importance and the dependence of the MixUp difference on each key
-    # (issue 14, random/TPE spaces: tables `importance` and `dependence`, figures
-    # `plots.plot_importance` and `plots.plot_dependence`): add their section functions here,
-    # one line each.
+    dependence_section,
+    importance_section,
     evaluation_section,
     calibration_section,
 ]

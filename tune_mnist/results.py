@@ -30,16 +30,21 @@ import pandas as pd
 from tune_mnist import evaluation as test_evaluation
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
 from tune_mnist.comparison import compare, format_comparison
+from tune_mnist.dependence import analyse, format_dependence
 from tune_mnist.files import (
     COMPARISON_FILE,
+    DEPENDENCE_FILE,
     EPOCHS_FILE,
+    IMPORTANCE_FILE,
     TRIALS_FILE,
     VAL_PREDICTIONS_FILE,
+    ManifestError,
+    read_manifest,
     write_parquet,
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
 from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
-from tune_mnist.space import ARMS, KEYS, architecture_label
+from tune_mnist.space import ARMS, KEYS, Space, SpaceError, architecture_label, parse_space
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
@@ -49,6 +54,8 @@ TABLE_FILES = {
     "epochs": EPOCHS_FILE,
     "val_predictions": VAL_PREDICTIONS_FILE,
     "comparison": COMPARISON_FILE,
+    "dependence": DEPENDENCE_FILE,
+    "importance": IMPORTANCE_FILE,
 }
 
 
@@ -64,6 +71,9 @@ class Tables:
     epochs: pd.DataFrame
     val_predictions: pd.DataFrame
     comparison: pd.DataFrame
+    # A random or TPE search's exploratory tables (tune_mnist.dependence); empty for other spaces.
+    dependence: pd.DataFrame
+    importance: pd.DataFrame
     test_eval: pd.DataFrame | None = None
     confusion: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
@@ -231,7 +241,16 @@ def collect(run_dir: str | Path) -> Tables:
     epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
     val_predictions = _typed_predictions(predictions)
     comparison = compare(trials, epochs, val_predictions if len(val_predictions) else None)
-    return Tables(trials, epochs, val_predictions, comparison)
+    dependence, importance = analyse(trials, epochs, _recorded_space(run_dir))
+    return Tables(trials, epochs, val_predictions, comparison, dependence, importance)
+
+
+def _recorded_space(run_dir: Path) -> Space | None:
+    """The run's search space from its manifest; None for a run without a readable one."""
+    try:
+        return parse_space(read_manifest(run_dir)["space"])
+    except (ManifestError, SpaceError, KeyError):
+        return None
 
 
 def _trial_columns() -> list[str]:
@@ -323,6 +342,8 @@ def summary(tables: Tables) -> str:
     lines = ["", "Pairs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if trials["status"].eq("TERMINATED").any():
         lines += ["", format_comparison(tables.comparison)]
+        searched = format_dependence(tables.dependence, tables.importance)
+        lines += ["", searched] if searched else []
     else:
         lines.append("No pair finished.")
     for _, row in trials[trials["status"].isin(["ERROR", "DIVERGED"])].iterrows():
@@ -421,6 +442,7 @@ def _plot(run_dir: Path, tables: Tables, metric: str) -> None:
         run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval,
         tables.confusion, tables.test_predictions,
         test_images=test_images, class_names=class_names, metric=metric,
+        dependence=tables.dependence, importance=tables.importance,
     )  # fmt: skip
     print("\n" + "\n".join(lines), flush=True)
 

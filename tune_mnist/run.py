@@ -112,6 +112,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_positive_int,
         help="train on the first N training images of the split (quick runs)",
     )
+    what.add_argument(
+        "--search-alg",
+        choices=("random", "tpe"),
+        default="random",
+        help=(
+            "random: draw the space's random keys independently for every sample; tpe: Optuna's "
+            "TPE proposes each sample from the pairs finished so far (learning from pair_val_acc, "
+            "the mean of both arms, never the MixUp difference); every proposal runs at every "
+            "grid value (seeds) as pairs, like a random draw"
+        ),
+    )
     sched = parser.add_argument_group("scheduling")
     sched.add_argument(
         "--scheduler",
@@ -223,7 +234,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="seed of the validation split, mixed validation set and random draws",
+        help="seed of the validation split, mixed validation set, random draws and TPE sampler",
     )
     return parser
 

@@ -27,7 +27,13 @@ from tune_mnist.space import Space, is_builtin, load_space
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 # Options added after the first manifests were written: a resumed old run gets these values.
-RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
+RESUME_DEFAULTS = {
+    "max_failures": 2,
+    "max_trials": 1000,
+    "yes": False,
+    "reuse_workers": False,
+    "search_alg": "random",
+}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -180,6 +186,11 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, Path]:
     if args.resume:
         args = _resume_args(storage / args.name, args)
     space: Space = load_space(args.space, seeds=args.seeds)
+    if args.search_alg == "tpe" and not space.randoms:
+        raise UsageError(
+            f"--search-alg tpe: {args.space} has no random key for it to propose "
+            "(choice, uniform, loguniform, randint); use --search-alg random"
+        )
     trials = space.num_trials(args.num_samples)
     if not args.resume and trials > args.max_trials and not args.yes:
         raise UsageError(
@@ -226,7 +237,7 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     if args.mlflow:
         results.log_mlflow(args.mlflow, run_dir, tables)  # after the manifest: it is logged too
     print(f"\nResults: {run_dir}", flush=True)
-    return _exit_status(tables.trials, run_dir)
+    return _exit_status(tables.trials, run_dir, space.num_trials(args.num_samples))
 
 
 def _import_keras_quietly() -> None:
@@ -287,9 +298,14 @@ def _manifest(
     }
 
 
-def _exit_status(trials: Any, run_dir: Path) -> int:
-    """130 with the resume command when trials are unfinished, 3 when some failed, else 0."""
-    unfinished = trials.drop_duplicates("pair_id")["status"].isin(UNFINISHED).sum()
+def _exit_status(trials: Any, run_dir: Path, pairs: int) -> int:
+    """130 with the resume command when trials are unfinished, 3 when some failed, else 0.
+
+    A model-based searcher proposes a pair only when there is room to run it, so an interrupted
+    search has pairs that were never created: they count as unfinished too.
+    """
+    created = trials.drop_duplicates("pair_id")
+    unfinished = created["status"].isin(UNFINISHED).sum() + max(0, pairs - len(created))
     if unfinished:
         print(
             f"Interrupted: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
@@ -307,10 +323,11 @@ def _tune(
     storage: Path,
     name: str,
 ) -> None:
+    import ray
     from ray import tune
-    from ray.tune.search import BasicVariantGenerator
 
     from tune_mnist.schedulers import METRIC, MODE, make_scheduler
+    from tune_mnist.searchers import make_search_alg
     from tune_mnist.trainable import TrialSettings, train_pair
 
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
@@ -328,6 +345,13 @@ def _tune(
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     verbose, callbacks = _console_output(args, space)
+    if args.search_alg != "random":
+        # Tune keeps one trial pending at a time for any searcher but its own random/grid one:
+        # with room for N pairs at once, the other N - 1 would start one after another.
+        concurrency = args.max_concurrent or int(
+            ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial
+        )
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, concurrency)))
     if args.resume and tune.Tuner.can_restore(str(storage / name)):
         tuner = tune.Tuner.restore(
             str(storage / name), trainable, resume_unfinished=True, resume_errored=True
@@ -341,9 +365,18 @@ def _tune(
         with _tune_output(args.verbose):
             tuner.fit()
         return
+    search_alg, param_space, per_sample = make_search_alg(
+        args.search_alg,
+        space,
+        metric=METRIC,
+        mode=MODE,
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        max_concurrent=args.max_concurrent,
+    )
     tuner = tune.Tuner(
         trainable,
-        param_space=space.param_space(),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
@@ -353,15 +386,8 @@ def _tune(
                 grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor,
             ),
-            # Random keys are drawn once per sample and kept across the grid (seeds). The limit
-            # goes to the generator itself: Tune ignores `max_concurrent_trials` (with a warning
-            # only) when it is given a generator instance.
-            search_alg=BasicVariantGenerator(
-                constant_grid_search=True,
-                random_state=args.seed,
-                max_concurrent=args.max_concurrent or 0,
-            ),
-            num_samples=args.num_samples,
+            search_alg=search_alg,
+            num_samples=args.num_samples * per_sample,
             # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of
             # every traced training function even after clear_session + gc, unbounded in long
             # searches.
