@@ -5,9 +5,12 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tune_mnist"
-ANALYSIS = {"results", "comparison", "evaluation", "plots"}
+ANALYSIS = {
+    *("results", "comparison", "evaluation", "plots", "report"),
+    *("tensorboard_events", "mlflow_runs", "dependence"),
+}
 LOWER = {"files", "storage", "metrics", "checkpoint", "resources", "space", "data"}
-RAY_SIDE = {"run", "search", "trainable", "schedulers"}
+RAY_SIDE = {"run", "search", "trainable", "schedulers", "searchers"}
 
 
 def imports_of(module: Path) -> set[str]:

@@ -432,3 +432,114 @@ def test_plots_imports_nothing_from_the_modules_that_call_it():
             imported |= {f"{node.module}.{alias.name}" for alias in node.names}
     forbidden = ("tune_mnist.results", "tune_mnist.evaluation", "tune_mnist.comparison")
     assert not [name for name in imported if name.startswith(forbidden)]
+
+
+def random_space_trials() -> pd.DataFrame:
+    """Three pairs of a random space (MixUp +0.02, -0.01, and one whose MixUp arm failed)."""
+    rows = []
+    pairs = [
+        ("p0", 0.1, 1e-4, "adam", {"plain": 0.80, "mixup": 0.82}, "TERMINATED"),
+        ("p1", 0.4, 1e-2, "sgd", {"plain": 0.85, "mixup": 0.84}, "TERMINATED"),
+        ("p2", 0.2, 1e-3, "adam", {"plain": 0.70, "mixup": NAN}, "ERROR"),
+    ]
+    for pair_id, dropout, learning_rate, optimizer, last, status in pairs:
+        for arm, value in last.items():
+            rows.append(
+                {
+                    "pair_id": pair_id,
+                    "arm": arm,
+                    "status": status,
+                    "config/dropout": dropout,
+                    "config/learning_rate": learning_rate,
+                    "config/optimizer": optimizer,
+                    "last_val_acc": value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_parallel_coordinates_draw_each_finished_pair_coloured_by_its_difference():
+    """Rule: one line per pair whose arms both finished, through every key and both arms' metric
+    (log keys on a log scale, text keys evenly spaced); red where MixUp is higher, blue where
+    lower."""
+    keys = ["dropout", "learning_rate", "optimizer"]
+    figure = plots.plot_parallel_coordinates(
+        random_space_trials(), keys, log_keys=["learning_rate"]
+    )
+    ax = figure.axes[0]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == len(keys) + 2]
+    assert len(lines) == 2  # p2 failed: not drawn
+    by_dropout = {round(float(line.get_ydata()[0]), 6): line for line in lines}
+    mixup_better, plain_better = by_dropout[0.0], by_dropout[1.0]  # dropout 0.1 and 0.4
+    # learning rates 1e-4 and 1e-2 are the ends of a log axis; adam and sgd sit at 1/4 and 3/4;
+    # the metric axes share one range, 0.80 to 0.85.
+    np.testing.assert_allclose(mixup_better.get_ydata(), [0, 0, 0.25, 0, 0.4])
+    np.testing.assert_allclose(plain_better.get_ydata(), [1, 1, 0.75, 1, 0.8])
+    red, green, blue, _ = mixup_better.get_color()
+    assert red > blue
+    red, green, blue, _ = plain_better.get_color()
+    assert blue > red
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [*keys, "plain val_acc", "MixUp val_acc"]
+
+
+def test_parallel_coordinates_without_a_finished_pair_say_so():
+    """Rule: with no pair whose arms both finished nothing is drawn; a ValueError says so."""
+    trials = random_space_trials()
+    with pytest.raises(ValueError, match="no pair with both arms finished"):
+        plots.plot_parallel_coordinates(trials[trials["pair_id"] == "p2"], ["dropout"])
+
+
+def test_pair_curves_show_every_arm_and_each_pairs_difference(trials_and_epochs):
+    """Rule: left, one line per arm of every pair; right, one line per pair of MixUp - plain per
+    epoch and their mean, the mean of the per-pair differences."""
+    trials, epochs = trials_and_epochs
+    pair_ids = trials["trial_id"].str.rsplit("-", n=1).str[0]  # architecture-seed
+    trials = trials.assign(pair_id=pair_ids)
+    figure = plots.plot_pair_curves(epochs, trials)
+    both, difference = figure.axes
+    drawn = [line for line in both.get_lines() if len(line.get_xdata())]
+    assert len(drawn) == len(trials)
+    mean = next(line for line in difference.get_lines() if line.get_label() == "mean")
+    pair_lines = [line for line in difference.get_lines() if line.get_color() == "grey"]
+    assert len(pair_lines) == trials["pair_id"].nunique()
+    # arm_curve: MixUp is 0.01 above plain at every epoch, in every pair.
+    np.testing.assert_allclose(mean.get_ydata(), 0.01)
+    np.testing.assert_allclose(mean.get_xdata(), EPOCHS)
+
+
+def test_search_figures_draw_their_tables(tmp_path, trials_and_epochs, comparison):
+    """Rule: one dependence panel per key with each bin's difference and interval; one bar per key
+    in importance order; write_figures adds both after the others when their tables have rows."""
+    dependence = pd.DataFrame(
+        {
+            "key": ["dropout"] * 3 + ["optimizer"] * 2,
+            "kind": ["bin"] * 3 + ["value"] * 2,
+            "scale": ["linear"] * 3 + [""] * 2,
+            "level": ["0–0.1", "0.1–0.3", "0.3–0.5", "adam", "sgd"],
+            "n_pairs": [4, 4, 4, 6, 6],
+            "diff": [-0.02, 0.0, 0.03, 0.01, NAN],
+            "ci_low": [-0.04, -0.01, 0.01, NAN, NAN],
+            "ci_high": [0.0, 0.01, 0.05, NAN, NAN],
+        }
+    )
+    figure = plots.plot_dependence(dependence)
+    dropout, optimizer = [ax for ax in figure.axes if ax.get_visible()]
+    assert dropout.get_title() == "dropout (linear range, quantile bins)"
+    assert optimizer.get_title() == "optimizer (per value)"
+    assert dropout.lines[0].get_ydata().tolist() == [-0.02, 0.0, 0.03]
+    (segments,) = [c.get_segments() for c in dropout.collections]
+    assert [s[:, 1].tolist() for s in segments] == [[-0.04, 0.0], [-0.01, 0.01], [0.01, 0.05]]
+    assert [t.get_text() for t in optimizer.get_xticklabels()] == ["adam\n(n=6)", "sgd\n(n=6)"]
+    importance = pd.DataFrame(
+        {"key": ["learning_rate", "mixup"], "importance": [0.7, 0.3], "n_arms": [24, 24]}
+    )
+    (ax,) = plots.plot_importance(importance).axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mixup", "learning_rate"]
+    assert [p.get_width() for p in ax.patches] == [0.3, 0.7]
+    trials, epochs = trials_and_epochs
+    lines = write_figures(
+        tmp_path, trials, epochs, comparison, None, None, None,
+        dependence=dependence, importance=importance,
+    )  # fmt: skip
+    assert lines[-2:] == [str(tmp_path / f) for f in plots.SEARCH_FIGURE_FILES.values()]

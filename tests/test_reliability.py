@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
-from conftest import search_command
+from conftest import Driver
 
 from tune_mnist.trainable import FAULT_ENV
 
@@ -26,55 +25,6 @@ num_dense: 0
 batch_size: 50
 seed: {grid: [0, 1, 2]}
 """
-
-
-class Driver:
-    """A `python -m tune_mnist.run` in its own session; `kill_all` ends it and its Ray processes."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
-        self.log = log
-        self.handle = open(log, "w")
-        self.proc = subprocess.Popen(
-            search_command(*args),
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-        self.session = self.proc.pid
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"search still running after {timeout}s:\n{self.output()[-3000:]}")
-
-    def kill_all(self) -> None:
-        """SIGKILL the driver and every process of its session (Ray's GCS, raylet, workers)."""
-        for proc in psutil.process_iter():
-            try:
-                if os.getsid(proc.pid) == self.session:
-                    proc.kill()
-            except (OSError, psutil.Error):
-                continue
-        self.proc.wait(timeout=30)
-        self.handle.close()
-
-
-@pytest.fixture
-def drivers():
-    started: list[Driver] = []
-
-    def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Driver:
-        started.append(Driver(args, log, env))
-        return started[-1]
-
-    yield start
-    for driver in started:
-        driver.kill_all()
 
 
 def _poll(condition, timeout: float, what: str, driver: Driver):

@@ -70,6 +70,8 @@ def test_help_explains_every_option():
         ("num_conv: 2\n", ["--val-fraction", "1.5"], "--val-fraction"),
         ("num_conv: 2\n", ["--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir"),
         ("num_conv: 2\n", ["--resume", "--name", "never-ran"], "no run at"),
+        ("num_conv: {grid: [1, 2]}\n", ["--search-alg", "tpe"], "no random key"),
+        ("num_conv: 2\n", ["--search-alg", "bayes"], "--search-alg"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, space_text, args, message, monkeypatch):
@@ -152,6 +154,23 @@ def test_resume_refuses_a_different_space(tmp_path):
     assert result.returncode == 2 and "unreadable" in result.stderr
 
 
+def test_resuming_a_run_from_before_search_alg_keeps_random_search(tmp_path):
+    """A manifest written before --search-alg existed resumes as the random search it was."""
+    from tune_mnist.run import build_parser
+    from tune_mnist.search import prepare
+    from tune_mnist.space import load_space
+
+    run_dir = tmp_path / "out" / "old"
+    run_dir.mkdir(parents=True)
+    args = vars(build_parser().parse_args(["--name", "old"])) | {"space": "asha_wide"}
+    del args["search_alg"]
+    manifest = {"args": args, "space": load_space("asha_wide").to_dict()}
+    (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
+    resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
+    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    assert resumed.search_alg == "random"
+
+
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
 # exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
 # trained.
@@ -166,6 +185,7 @@ FLAGS = [
     "--val-fraction",
     "--train-subset",
     "--scheduler",
+    "--search-alg",
     "--max-epochs",
     "--grace-period",
     "--reduction-factor",
@@ -199,6 +219,7 @@ ODD_VALUES = [
     "x" * 300,
     "mnist_sample",
     "asha",
+    "tpe",
     "\x00",
     "99999999999999999999",
 ]

@@ -85,6 +85,16 @@ def test_random_keys_become_tune_domains():
     assert params["num_conv"].upper == 4  # inclusive in the YAML, exclusive in Tune
 
 
+def test_an_integer_key_drawn_from_a_range_stays_an_integer():
+    """Rule: `filters: {loguniform: [8, 64]}` gives the model integers, in random and TPE search
+    alike (Tune's uniform and loguniform draw floats)."""
+    space = parse_space({"filters": {"loguniform": [8, 64]}, "dense_units": {"uniform": [8, 64]}})
+    params = space.param_space()
+    for key in ("filters", "dense_units"):
+        draws = [params[key].sample() for _ in range(50)]
+        assert all(isinstance(d, int) and 8 <= d <= 64 for d in draws), (key, draws)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -120,3 +130,34 @@ def test_bad_space_names_file_key_and_problem(tmp_path, text, message):
     with pytest.raises(SpaceError) as err:
         load_space(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_optuna_space_holds_the_random_keys_with_both_ends_included():
+    """Rule: a model-based searcher gets every random key (integers stay integers, both ends
+    included as in the YAML) and no grid key: grids (the seeds) run for every proposal."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    space = parse_space(
+        {
+            "num_conv": {"randint": [1, 4]},
+            "filters": {"loguniform": [8, 64]},
+            "pooling": {"choice": ["none", "max"]},
+            "dropout": {"uniform": [0.0, 0.5]},
+            "learning_rate": {"loguniform": [1e-4, 1e-2]},
+            "batch_size": {"grid": [32, 64]},
+            "seeds": 2,
+        }
+    )
+    assert space.optuna_space() == {
+        "num_conv": IntDistribution(1, 4),
+        "filters": IntDistribution(8, 64, log=True),
+        "pooling": CategoricalDistribution(["none", "max"]),
+        "dropout": FloatDistribution(0.0, 0.5),
+        "learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+    }
+    assert space.grid_points() == [{"batch_size": b, "seed": s} for b in (32, 64) for s in (0, 1)]
+    assert parse_space({}).grid_points() == [{}]

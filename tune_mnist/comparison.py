@@ -30,7 +30,7 @@ from scipy import stats
 from tune_mnist.metrics import CHANCE_ACCURACY
 from tune_mnist.space import ARMS, POOLED
 
-__all__ = ["compare", "format_comparison", "holm"]
+__all__ = ["compare", "format_comparison", "holm", "pair_values"]
 
 METRICS = ("val_acc", "val_mixed_acc", "val_ece")
 PRIMARY_METRIC = "val_acc"
@@ -78,7 +78,9 @@ def compare(
     the other metrics, the sensitivity row, then the exploratory per-architecture rows, metric by
     metric. ``seed`` drives the Monte Carlo permutation test (more than 16 seeds).
     """
-    _check_input(trials, epochs, confidence)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_input(trials, epochs)
     pairs = _pairs(trials, epochs)
     deltas, no_images = _image_deltas(pairs, val_predictions)
     options = dict(deltas=deltas, no_images=no_images, confidence=confidence, seed=seed)
@@ -125,10 +127,22 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 # ---- input and pairs -----------------------------------------------------------------------------
 
 
-def _check_input(trials: pd.DataFrame, epochs: pd.DataFrame, confidence: float) -> None:
+def pair_values(
+    trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = PRIMARY_METRIC
+) -> pd.DataFrame:
+    """The pairs ``compare`` compares, one row each (index ``pair_id``): ``seed``, each arm's
+    ``metric`` at the compared epoch (``plain``, ``mixup``) and ``diff`` = mixup − plain.
+
+    For analyses beyond the protocol's rows (`tune_mnist.dependence`): the same pairs, the same
+    epochs, the same exclusions.
+    """
+    _check_input(trials, epochs)
+    sample = _sample(_pairs(trials, epochs), metric)[["seed", "plain", "mixup"]]
+    return sample.assign(diff=sample["mixup"] - sample["plain"])
+
+
+def _check_input(trials: pd.DataFrame, epochs: pd.DataFrame) -> None:
     """Columns, arm names, statuses and the two-arm structure of every pair, checked up front."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     required = {
         "trials": (trials, ["trial_id", "pair_id", "arm", "status", "architecture", "config/seed"]),
         "epochs": (epochs, ["trial_id", "epoch", PRIMARY_METRIC]),

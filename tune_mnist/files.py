@@ -32,10 +32,13 @@ TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 VAL_PREDICTIONS_FILE = "val_predictions.parquet"
 COMPARISON_FILE = "comparison.parquet"
+DEPENDENCE_FILE = "dependence.parquet"
+IMPORTANCE_FILE = "importance.parquet"
 TEST_EVAL_FILE = "test_eval.parquet"
 CONFUSION_FILE = "confusion.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 MANIFEST_FILE = "run_manifest.json"
+REPORT_FILE = "report.html"
 
 
 class ManifestError(Exception):

@@ -5,11 +5,13 @@
     r = load("s3://bucket/prefix/<run>")  # a run at a storage URI (see tune_mnist.storage)
 
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
-and by `python -m tune_mnist.results RUN_DIR [--plot]`: collect the tables, write them, compare the
-arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set (once: a
-saved evaluation of the same models is reused) and print the summary. Every file is written
-atomically (see `tune_mnist.files`). A run at a storage URI is worked on in a local mirror whose
-new files are uploaded (`tune_mnist.storage.local_mirror`).
+and by `python -m tune_mnist.results RUN_DIR [--plot] [--report]`: collect the tables, write them,
+compare the arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set
+(once: a saved evaluation of the same models is reused), print the summary and write the
+TensorBoard files (`tune_mnist.tensorboard_events`). Every file is written atomically (see
+`tune_mnist.files`). A run at a storage URI is worked on in a local mirror whose new files are
+uploaded (`tune_mnist.storage.local_mirror`).
+`--mlflow URI` also logs the run to MLflow (`tune_mnist.mlflow_runs`).
 """
 
 from __future__ import annotations
@@ -31,15 +33,21 @@ import pyarrow as pa
 from tune_mnist import evaluation as test_evaluation
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
 from tune_mnist.comparison import compare, format_comparison
+from tune_mnist.dependence import analyse, format_dependence
 from tune_mnist.files import (
     COMPARISON_FILE,
+    DEPENDENCE_FILE,
     EPOCHS_FILE,
+    IMPORTANCE_FILE,
     TRIALS_FILE,
     VAL_PREDICTIONS_FILE,
+    ManifestError,
+    read_manifest,
     write_parquet,
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
-from tune_mnist.space import ARMS, KEYS, architecture_label
+from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
+from tune_mnist.space import ARMS, KEYS, Space, SpaceError, architecture_label, parse_space
 from tune_mnist.storage import is_uri, local_mirror
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
@@ -50,6 +58,8 @@ TABLE_FILES = {
     "epochs": EPOCHS_FILE,
     "val_predictions": VAL_PREDICTIONS_FILE,
     "comparison": COMPARISON_FILE,
+    "dependence": DEPENDENCE_FILE,
+    "importance": IMPORTANCE_FILE,
 }
 
 
@@ -65,6 +75,9 @@ class Tables:
     epochs: pd.DataFrame
     val_predictions: pd.DataFrame
     comparison: pd.DataFrame
+    # A random or TPE search's exploratory tables (tune_mnist.dependence); empty for other spaces.
+    dependence: pd.DataFrame
+    importance: pd.DataFrame
     test_eval: pd.DataFrame | None = None
     confusion: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
@@ -232,7 +245,16 @@ def collect(run_dir: str | Path) -> Tables:
     epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
     val_predictions = _typed_predictions(predictions)
     comparison = compare(trials, epochs, val_predictions if len(val_predictions) else None)
-    return Tables(trials, epochs, val_predictions, comparison)
+    dependence, importance = analyse(trials, epochs, _recorded_space(run_dir))
+    return Tables(trials, epochs, val_predictions, comparison, dependence, importance)
+
+
+def _recorded_space(run_dir: Path) -> Space | None:
+    """The run's search space from its manifest; None for a run without a readable one."""
+    try:
+        return parse_space(read_manifest(run_dir)["space"])
+    except (ManifestError, SpaceError, KeyError):
+        return None
 
 
 def _trial_columns() -> list[str]:
@@ -337,6 +359,8 @@ def summary(tables: Tables) -> str:
     lines = ["", "Pairs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if trials["status"].eq("TERMINATED").any():
         lines += ["", format_comparison(tables.comparison)]
+        searched = format_dependence(tables.dependence, tables.importance)
+        lines += ["", searched] if searched else []
     else:
         lines.append("No pair finished.")
     for _, row in trials[trials["status"].isin(["ERROR", "DIVERGED"])].iterrows():
@@ -364,17 +388,27 @@ def _test_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluatio
 
 
 def finish(
-    run_dir: str | Path, *, plot: bool = False, metric: str = "val_acc"
+    run_dir: str | Path,
+    *,
+    plot: bool = False,
+    report: bool = False,
+    metric: str = "val_acc",
+    shown: str | None = None,
 ) -> tuple[Tables, Any]:
-    """After a search (finished or interrupted): tables, comparison, test evaluation, summary.
+    """After a search (finished or interrupted): tables, comparison, test evaluation, summary;
+    with ``plot`` the PNG figures, with ``report`` ``report.html``. ``run_dir`` is a folder or a
+    storage URI; ``shown`` names it in what is printed (default: ``run_dir``).
 
     Returns the tables (test tables attached) and the evaluation, or None when none could be made.
     """
     with local_mirror(run_dir) as local:
-        return _finish(local, plot=plot, metric=metric, shown=str(run_dir))
+        shown = shown or str(run_dir)
+        return _finish(local, plot=plot, report=report, metric=metric, shown=shown)
 
 
-def _finish(run_dir: Path, *, plot: bool, metric: str, shown: str) -> tuple[Tables, Any]:
+def _finish(
+    run_dir: Path, *, plot: bool, report: bool, metric: str, shown: str
+) -> tuple[Tables, Any]:
     """`finish` on a local folder; ``shown`` names the run in what is printed (its URI)."""
     tables = collect(run_dir)
     save(run_dir, tables)
@@ -382,24 +416,82 @@ def _finish(run_dir: Path, *, plot: bool, metric: str, shown: str) -> tuple[Tabl
     _attach(tables, evaluation)
     print(summary(tables), flush=True)
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
+    _tensorboard(run_dir, tables, shown)
     if plot:
         _plot(run_dir, tables, metric, shown)
+    if report:
+        write_run_report(run_dir, tables, metric, shown=shown)
     return tables, evaluation
+
+
+def _test_images(run_dir: Path, tables: Tables) -> tuple[np.ndarray | None, list[str] | None]:
+    """The run's test images and class names, for the misclassified images; None before a test
+    evaluation."""
+    if tables.test_eval is None:
+        return None, None
+    arrays, class_names = test_evaluation.load_test_arrays(run_dir)
+    return arrays.x_test, class_names
+
+
+def _tensorboard(run_dir: Path, tables: Tables, shown: str) -> None:
+    from tune_mnist.tensorboard_events import TensorBoardMissing, write_event_files
+
+    try:
+        folder = write_event_files(run_dir, tables.trials, tables.epochs)
+    except TensorBoardMissing as e:
+        print(f"\n{e}, then run python -m tune_mnist.results {shown}", flush=True)
+        return
+    where = str(folder).replace(str(run_dir), shown)
+    print(f"\nTensorBoard: tensorboard --logdir {where}", flush=True)
+
+
+def log_mlflow(uri: str, run_dir: Path, tables: Tables) -> bool:
+    """Log the run to MLflow (`tune_mnist.mlflow_runs`); False, said on stderr, when it failed."""
+    try:
+        parent = log_search(
+            uri, run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval
+        )
+    except TrackingError as e:
+        print(
+            f"error: {e} (the results are saved; log them with: "
+            f"python -m tune_mnist.results {run_dir} --mlflow URI)",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"MLflow: {len(tables.trials)} arm runs under parent run {parent} "
+        f"(experiment {experiment_name()}) at {uri}",
+        flush=True,
+    )
+    return True
 
 
 def _plot(run_dir: Path, tables: Tables, metric: str, shown: str) -> None:
     from tune_mnist.plots import write_figures
 
-    test_images, class_names = None, None
-    if tables.test_eval is not None:
-        arrays, class_names = test_evaluation.load_test_arrays(run_dir)
-        test_images = arrays.x_test
+    test_images, class_names = _test_images(run_dir, tables)
     lines = write_figures(
         run_dir, tables.trials, tables.epochs, tables.comparison, tables.test_eval,
         tables.confusion, tables.test_predictions,
         test_images=test_images, class_names=class_names, metric=metric,
+        dependence=tables.dependence, importance=tables.importance,
     )  # fmt: skip
     print("\n" + "\n".join(line.replace(str(run_dir), shown) for line in lines), flush=True)
+
+
+def write_run_report(
+    run_dir: str | Path, tables: Tables, metric: str = "val_acc", *, shown: str | None = None
+) -> Path:
+    """Write ``RUN_DIR/report.html`` (see ``tune_mnist.report``) of a local run folder and say
+    where it is (``shown``: where the folder is a copy of, a storage URI)."""
+    from tune_mnist.report import write_report
+
+    test_images, class_names = _test_images(Path(run_dir), tables)
+    path = write_report(
+        run_dir, tables, metric=metric, test_images=test_images, class_names=class_names
+    )
+    print(f"\nReport: {str(path).replace(str(run_dir), shown or str(run_dir))}", flush=True)
+    return path
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
@@ -418,23 +510,42 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
         "--plot", action="store_true", help="also write PNG figures next to the Parquet files"
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html: one self-contained page of the run (opens offline)",
+    )
+    parser.add_argument(
         "--metric",
         choices=PLOT_METRICS,
         default="val_acc",
-        help="metric of the learning curves and forest plot",
+        help="metric of the learning curves, forest plot and report",
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "also log the run to this MLflow tracking URI (http://HOST:PORT of an mlflow server, "
+            "or sqlite:///mlflow.db): a parent run with the comparison and best models, "
+            "one child run per arm; logging again adds nothing twice"
+        ),
     )
     args = parser.parse_args(argv)
     try:
+        if args.mlflow:
+            check_reachable(args.mlflow)
         with local_mirror(args.run_dir) as run_dir:
             if not _trial_dirs(run_dir):
                 raise ExperimentError(
                     f"{args.run_dir}: no trials found (is this a tune_mnist run directory?)"
                 )
-            _finish(run_dir, plot=args.plot, metric=args.metric, shown=args.run_dir)
-    except (ExperimentError, OSError, pa.ArrowInvalid) as e:  # the last two: from a storage URI
+            tables, _ = _finish(
+                run_dir, plot=args.plot, report=args.report, metric=args.metric, shown=args.run_dir
+            )
+            logged = not args.mlflow or log_mlflow(args.mlflow, run_dir, tables)
+    except (ExperimentError, TrackingError, OSError, pa.ArrowInvalid) as e:  # the last two: a URI
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    return 0
+    return 0 if logged else 2
 
 
 if __name__ == "__main__":

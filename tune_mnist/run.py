@@ -119,6 +119,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_positive_int,
         help="train on the first N training images of the split (quick runs)",
     )
+    what.add_argument(
+        "--search-alg",
+        choices=("random", "tpe"),
+        default="random",
+        help=(
+            "random: draw the space's random keys independently for every sample; tpe: Optuna's "
+            "TPE proposes each sample from the pairs finished so far (learning from pair_val_acc, "
+            "the mean of both arms, never the MixUp difference); every proposal runs at every "
+            "grid value (seeds) as pairs, like a random draw"
+        ),
+    )
     sched = parser.add_argument_group("scheduling")
     sched.add_argument(
         "--scheduler",
@@ -207,6 +218,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
     )
     out.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html, one self-contained page of the run (opens offline)",
+    )
+    out.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=(
+            "after the search, log it to this MLflow tracking URI (http://HOST:PORT of an "
+            "mlflow server, or sqlite:///mlflow.db): a parent run with the comparison and best "
+            "models, one child run per arm with its per-epoch metrics; needs "
+            "pip install 'tune_mnist[mlflow]'"
+        ),
+    )
+    out.add_argument(
         "--verbose",
         action="store_true",
         help=(
@@ -218,7 +244,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="seed of the validation split, mixed validation set and random draws",
+        help="seed of the validation split, mixed validation set, random draws and TPE sampler",
     )
     return parser
 

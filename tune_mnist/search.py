@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -21,12 +22,28 @@ from tune_mnist import data as datasets
 from tune_mnist import results
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
+from tune_mnist.mlflow_runs import TrackingError, check_reachable
 from tune_mnist.space import Space, is_builtin, load_space
-from tune_mnist.storage import delete_object, is_file, is_uri, join, resolve, split, write_object
+from tune_mnist.storage import (
+    delete_object,
+    is_file,
+    is_uri,
+    join,
+    local_mirror,
+    resolve,
+    split,
+    write_object,
+)
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
 # Options added after the first manifests were written: a resumed old run gets these values.
-RESUME_DEFAULTS = {"max_failures": 2, "max_trials": 1000, "yes": False, "reuse_workers": False}
+RESUME_DEFAULTS = {
+    "max_failures": 2,
+    "max_trials": 1000,
+    "yes": False,
+    "reuse_workers": False,
+    "search_alg": "random",
+}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -98,7 +115,7 @@ def recorded_environment() -> dict[str, str]:
     }
 
 
-def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
+def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = False) -> None:
     """Start a local Ray, or join the cluster at ``address`` (then ``dashboard`` does nothing).
 
     Whatever a trial's process writes reaches this terminal (Ray's log_to_driver), prefixed
@@ -107,21 +124,35 @@ def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
     traceback, printed by the driver) does not show. Ray prints repeated lines once, with
     ``[repeated Nx across cluster]``. TensorFlow's C++ log level is set in every worker's
     environment, which silences its INFO and WARNING lines; TensorFlow 2.21 writes a few before
-    reading it (oneDNN, CUDA probing), and those still show, once per run.
+    reading it (oneDNN, CUDA probing): without ``verbose`` workers hide those (trainable.QUIET_ENV),
+    and Ray's own INFO and WARNING lines (a local instance started, token authentication on) are
+    not shown.
     """
     import ray
 
+    from tune_mnist.trainable import QUIET_ENV
+
     inherited = "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    quiet_tensorflow = {"TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")}
+    quiet_tensorflow = {
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2"),
+        QUIET_ENV: "0" if verbose else "1",
+    }
+    if not verbose:
+        logging.getLogger("ray").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         # A job that already sets the variable (its runtime env reaches this process too) keeps
         # it: Ray refuses to merge the same variable from the job and from ray.init.
-        ray.init(address=address, runtime_env=None if inherited else {"env_vars": quiet_tensorflow})
+        ray.init(
+            address=address,
+            runtime_env=None if inherited else {"env_vars": quiet_tensorflow},
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
         return
     # A local instance is ours alone, so its workers may import TensorFlow up front (see
     # import_tensorflow). On a shared cluster only the log level joins the job's runtime env.
     context = ray.init(
+        logging_level=logging.INFO if verbose else logging.ERROR,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",  # never reachable from other machines
         runtime_env={
@@ -154,12 +185,15 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
                 f"--resume: run {split(run_dir)[1]} was made with a different search space "
                 f"than {args.space}"
             )
-    # Where the run is and whether to show a dashboard come from this command, not the manifest.
+    # Where the run is, whether to show a dashboard, write a report, and where to log it (a
+    # tracking server may be gone) come from this command, not the manifest.
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
         "dashboard": args.dashboard,
         "verbose": args.verbose,
+        "report": args.report,
+        "mlflow": args.mlflow,
     }
     return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
 
@@ -174,12 +208,22 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
     if args.resume:
         args = _resume_args(join(storage, args.name), args)
     space: Space = load_space(args.space, seeds=args.seeds)
+    if args.search_alg == "tpe" and not space.randoms:
+        raise UsageError(
+            f"--search-alg tpe: {args.space} has no random key for it to propose "
+            "(choice, uniform, loguniform, randint); use --search-alg random"
+        )
     trials = space.num_trials(args.num_samples)
     if not args.resume and trials > args.max_trials and not args.yes:
         raise UsageError(
             f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
             f"pass --yes to run them anyway"
         )
+    if args.mlflow:
+        try:
+            check_reachable(args.mlflow)
+        except TrackingError as e:
+            raise UsageError(str(e)) from None
     run_dir = join(storage, args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
     return args, space, run_dir
@@ -202,8 +246,10 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     search_ended = time.time()
     if not args.verbose:
         _import_keras_quietly()
-    with _storage_failures(run_dir):
-        tables, _ = results.finish(run_dir)
+    # One local copy of a run at a URI for the results, the report and MLflow; what they write
+    # is uploaded at the end of the block (a local run folder is used as it is).
+    with _storage_failures(run_dir), local_mirror(run_dir) as local:
+        tables, _ = results.finish(local, shown=run_dir)
         manifest["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         # Where the wall time went (this invocation only; a resumed run records its own).
         manifest["seconds"] = {
@@ -211,9 +257,13 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
             "search": round(search_ended - search_started, 2),
             "results": round(time.time() - search_ended, 2),
         }
-        write_json(join(run_dir, MANIFEST_FILE), manifest)
+        write_json(local / MANIFEST_FILE, manifest)
+        if args.report:  # after the manifest's end time and seconds, which the report shows
+            results.write_run_report(local, tables, shown=run_dir)
+        if args.mlflow:  # after the manifest: it is logged too
+            results.log_mlflow(args.mlflow, local, tables)
     print(f"\nResults: {run_dir}", flush=True)
-    return _exit_status(tables.trials, run_dir)
+    return _exit_status(tables.trials, run_dir, space.num_trials(args.num_samples))
 
 
 @contextmanager
@@ -242,10 +292,14 @@ def _import_keras_quietly() -> None:
     """Import Keras (and TensorFlow) for the test evaluation without their C++ start-up lines.
 
     TensorFlow 2.21 writes its oneDNN and CUDA-probe lines to fd 2 whatever TF_CPP_MIN_LOG_LEVEL
-    says. Only the import is silenced: errors while evaluating still reach stderr.
+    says, and probes CUDA (an error line on a machine without a GPU) when it first lists devices.
+    Only the import and that probe are silenced: errors while evaluating still reach stderr.
     """
     with datasets.native_stderr_silenced():
         import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def _load_data(args: argparse.Namespace) -> datasets.SearchData:
@@ -292,9 +346,14 @@ def _manifest(
     }
 
 
-def _exit_status(trials: Any, run_dir: str) -> int:
-    """130 with the resume command when trials are unfinished, 3 when some failed, else 0."""
-    unfinished = trials.drop_duplicates("pair_id")["status"].isin(UNFINISHED).sum()
+def _exit_status(trials: Any, run_dir: str, pairs: int) -> int:
+    """130 with the resume command when trials are unfinished, 3 when some failed, else 0.
+
+    A model-based searcher proposes a pair only when there is room to run it, so an interrupted
+    search has pairs that were never created: they count as unfinished too.
+    """
+    created = trials.drop_duplicates("pair_id")
+    unfinished = created["status"].isin(UNFINISHED).sum() + max(0, pairs - len(created))
     if unfinished:
         storage, name = split(run_dir)
         print(
@@ -313,16 +372,17 @@ def _tune(
     storage: str,
     name: str,
 ) -> None:
+    import ray
     from ray import tune
-    from ray.tune.search import BasicVariantGenerator
 
     from tune_mnist.schedulers import METRIC, MODE, make_scheduler
+    from tune_mnist.searchers import make_search_alg
     from tune_mnist.trainable import TrialSettings, train_pair
 
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
     # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    _init_ray(args.address, dashboard=args.dashboard)
+    _init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose)
     settings = TrialSettings(
         max_epochs=args.max_epochs,
         patience=args.patience,
@@ -334,6 +394,13 @@ def _tune(
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     verbose, callbacks = _console_output(args, space)
+    if args.search_alg != "random":
+        # Tune keeps one trial pending at a time for any searcher but its own random/grid one:
+        # with room for N pairs at once, the other N - 1 would start one after another.
+        concurrency = args.max_concurrent or int(
+            ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial
+        )
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, concurrency)))
     if args.resume and tune.Tuner.can_restore(join(storage, name)):
         tuner = tune.Tuner.restore(
             join(storage, name), trainable, resume_unfinished=True, resume_errored=True
@@ -347,9 +414,18 @@ def _tune(
         with _tune_output(args.verbose):
             tuner.fit()
         return
+    search_alg, param_space, per_sample = make_search_alg(
+        args.search_alg,
+        space,
+        metric=METRIC,
+        mode=MODE,
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        max_concurrent=args.max_concurrent,
+    )
     tuner = tune.Tuner(
         trainable,
-        param_space=space.param_space(),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
@@ -359,15 +435,8 @@ def _tune(
                 grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor,
             ),
-            # Random keys are drawn once per sample and kept across the grid (seeds). The limit
-            # goes to the generator itself: Tune ignores `max_concurrent_trials` (with a warning
-            # only) when it is given a generator instance.
-            search_alg=BasicVariantGenerator(
-                constant_grid_search=True,
-                random_state=args.seed,
-                max_concurrent=args.max_concurrent or 0,
-            ),
-            num_samples=args.num_samples,
+            search_alg=search_alg,
+            num_samples=args.num_samples * per_sample,
             # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of
             # every traced training function even after clear_session + gc, unbounded in long
             # searches.

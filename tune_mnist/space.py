@@ -100,29 +100,62 @@ class Space:
         return resolved
 
     def param_space(self) -> dict[str, Any]:
-        """Ray Tune's param_space: every key present, grids and distributions as Tune objects."""
+        """Ray Tune's param_space: every key present, grids and distributions as Tune objects.
+
+        An integer key drawn from a range stays an integer (Tune's uniform draws floats).
+        """
         from ray import tune
 
         space: dict[str, Any] = dict(self.constants)
         space.update({k: tune.grid_search(v) for k, v in self.grids.items()})
         for key, (dist, args) in self.randoms.items():
+            integer = KEYS[key].kind is int
             if dist == "choice":
                 space[key] = tune.choice(args)
-            elif dist == "uniform":
-                space[key] = tune.uniform(*args)
+            elif dist == "loguniform" and integer:
+                space[key] = tune.lograndint(args[0], args[1] + 1)  # Tune's upper end is exclusive
             elif dist == "loguniform":
                 space[key] = tune.loguniform(*args)
+            elif integer:  # uniform or randint of an integer key
+                space[key] = tune.randint(args[0], args[1] + 1)
             else:
-                space[key] = tune.randint(args[0], args[1] + 1)  # Tune's upper end is exclusive
+                space[key] = tune.uniform(*args)
         return space
+
+    def optuna_space(self) -> dict[str, Any]:
+        """The random keys as Optuna distributions, for a model-based searcher (TPE).
+
+        Grids (the seeds among them) are not the searcher's to choose: every configuration it
+        proposes runs at every grid point (see `grid_points`). An integer key drawn from a range
+        stays an integer; both ends are included, as in the YAML.
+
+        >>> space = parse_space({"dropout": {"uniform": [0, 0.5]}, "seeds": 2})
+        >>> space.optuna_space()
+        {'dropout': FloatDistribution(high=0.5, log=False, low=0.0, step=None)}
+        """
+        import optuna.distributions as od
+
+        space: dict[str, Any] = {}
+        for key, (dist, args) in self.randoms.items():
+            if dist == "choice":
+                space[key] = od.CategoricalDistribution(args)
+            elif KEYS[key].kind is int:
+                space[key] = od.IntDistribution(args[0], args[1], log=dist == "loguniform")
+            else:
+                space[key] = od.FloatDistribution(args[0], args[1], log=dist == "loguniform")
+        return space
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid keys' values (one empty point without grids)."""
+        names = list(self.grids)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(self.grids[n] for n in names))
+        ]
 
     def grid_configs(self) -> list[dict[str, Any]]:
         """Every configuration of a space without random keys (for tests and dry runs)."""
-        names = list(self.grids)
-        return [
-            {**self.constants, **dict(zip(names, values, strict=True))}
-            for values in itertools.product(*(self.grids[n] for n in names))
-        ]
+        return [{**self.constants, **point} for point in self.grid_points()]
 
 
 def _coerce(where: str, key: str, value: Any) -> Any:

@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from tune_mnist.checkpoint import load_model, load_predictions, load_state, save_checkpoint
-from tune_mnist.data import SearchData, apply_mix, one_hot, scale_images
+from tune_mnist.data import (
+    SearchData,
+    apply_mix,
+    native_stderr_silenced,
+    one_hot,
+    scale_images,
+)
 from tune_mnist.metrics import CHANCE_ACCURACY, score
 from tune_mnist.resources import (
     ResourcePlan,
@@ -42,6 +49,9 @@ PAIR_METRIC = "pair_val_acc"
 # MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's), so training really produces a NaN
 # loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
+# "1" in the workers of a search without --verbose (search._init_ray): TensorFlow's C++ start-up
+# lines (oneDNN notice, CUDA probing on a machine without a GPU) are then not shown.
+QUIET_ENV = "TUNE_MNIST_QUIET"
 
 
 class InjectedFault(RuntimeError):
@@ -116,16 +126,25 @@ def import_tensorflow() -> None:
     2-core machine) no longer delays the first epoch. Runs no TensorFlow op, so set_threads still
     works.
     """
-    import keras  # noqa: F401
+    with _quiet():
+        import keras  # noqa: F401
 
-    import tune_mnist.model  # noqa: F401
-    import tune_mnist.pipeline  # noqa: F401
+        import tune_mnist.model  # noqa: F401
+        import tune_mnist.pipeline  # noqa: F401
+
+
+def _quiet(*, gpus_wanted: bool = False) -> AbstractContextManager[None]:
+    """Hide native stderr in a quiet search; never while GPUs are probed for a trial that wants one,
+    whose CUDA errors are the diagnosis."""
+    quiet = os.environ.get(QUIET_ENV) == "1" and not gpus_wanted
+    return native_stderr_silenced() if quiet else nullcontext()
 
 
 def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     """Train one configuration in both arms, reporting metrics and a checkpoint every epoch."""
     set_threads(settings.cpus_per_trial)
-    configure_tensorflow_gpus(ResourcePlan(settings.cpus_per_trial, settings.gpus_per_trial))
+    with _quiet(gpus_wanted=settings.gpus_per_trial > 0):
+        configure_tensorflow_gpus(ResourcePlan(settings.cpus_per_trial, settings.gpus_per_trial))
     import keras
 
     # A reused worker must not keep the previous trial's graphs and models alive.
