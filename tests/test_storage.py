@@ -95,8 +95,9 @@ def s3_run(s3, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
     (cwd / "space.yaml").write_text(SPACE)
     result = run_search(
-        "--space", "space.yaml", *TINY, "--storage-path", f"{s3}/runs", "--name", "search", cwd=cwd
-    )
+        "--space", "space.yaml", *TINY, "--storage-path", f"{s3}/runs", "--name", "search",
+        "--report", cwd=cwd,
+    )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     return result, cwd, f"{s3}/runs/search"
 
@@ -105,11 +106,11 @@ def s3_run(s3, tmp_path_factory):
 def test_a_search_writes_every_file_to_the_bucket_and_nothing_locally(s3_run):
     result, cwd, uri = s3_run
     assert f"results in {uri}" in result.stdout and f"Results: {uri}" in result.stdout
-    assert "Pairs: 2 TERMINATED" in result.stdout
+    assert "Pairs: 2 TERMINATED" in result.stdout and f"Report: {uri}/report.html" in result.stdout
     stored = objects(uri)
     expected = [
         TRIALS_FILE, EPOCHS_FILE, VAL_PREDICTIONS_FILE, COMPARISON_FILE, TEST_EVAL_FILE,
-        MANIFEST_FILE, best_model_file("plain"), best_model_file("mixup"),
+        MANIFEST_FILE, "report.html", best_model_file("plain"), best_model_file("mixup"),
         f"{best_savedmodel_dir('mixup')}/saved_model.pb",
     ]  # fmt: skip
     assert all(stored.get(name) for name in expected), sorted(stored)
