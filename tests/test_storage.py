@@ -1,7 +1,7 @@
 """Runs whose --storage-path is not a plain local folder, all real: an S3 bucket on moto's S3
 server (started here on 127.0.0.1, a random port, reached through AWS_ENDPOINT_URL as a user's
-S3-compatible store would be), a read-only mount and a full disk (small tmpfs mounts; skipped
-where this user cannot mount).
+S3-compatible store would be), a read-only mount and a full disk (small tmpfs mounts: these
+tests need root, and fail without it rather than pass untested).
 """
 
 import json
@@ -253,7 +253,7 @@ def test_a_killed_driver_resumes_from_the_bucket(s3, tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """``mount(options)``: a new tmpfs folder (unmounted at the end); skips where mounting fails."""
+    """``mount(options)``: a new tmpfs folder (unmounted at the end); fails where mounting fails."""
     mounted: list[Path] = []
 
     def mount(options: str) -> Path:
@@ -265,7 +265,8 @@ def tmpfs(tmp_path):
             text=True,
         ) if shutil.which("mount") else None  # fmt: skip
         if done is None or done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr if done else 'no mount command'}")
+            why = done.stderr if done else "no mount command"
+            pytest.fail(f"cannot mount a tmpfs here (run `pytest -m storage` as root): {why}")
         mounted.append(where)
         return where
 
