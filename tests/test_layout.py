@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tune_mnist"
 ANALYSIS = {"results", "comparison", "evaluation", "plots"}
-LOWER = {"files", "metrics", "checkpoint", "resources", "space", "data"}
+LOWER = {"files", "metrics", "checkpoint", "resources", "space", "data", "layers"}
 RAY_SIDE = {"run", "search", "trainable", "schedulers"}
 
 

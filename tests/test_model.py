@@ -3,12 +3,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tune_mnist.model import (
-    FusedBatchNormalization,
-    build_model,
-    compile_model,
-    conv_filters,
-)
+from tune_mnist.layers import FusedBatchNormalization
+from tune_mnist.model import build_model, compile_model, conv_filters
 from tune_mnist.space import KEYS, load_space
 
 DEFAULTS = {k: spec.default for k, spec in KEYS.items()}

@@ -11,7 +11,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -100,6 +100,8 @@ def _init_ray(address: str | None, *, dashboard: bool = False) -> None:
     """
     import ray
 
+    if ray.is_initialized():  # scripts/scale.py's local Ray, with many logical CPUs
+        return
     inherited = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     quiet_tensorflow = {"TF_CPP_MIN_LOG_LEVEL": os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")}
     address = address or os.environ.get("RAY_ADDRESS")
@@ -274,16 +276,25 @@ def _tune(
     search_data: datasets.SearchData,
     storage: Path,
     name: str,
+    *,
+    trainable_function: Callable[..., None] | None = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> None:
+    """The search through Ray Tune. scripts/scale.py passes a no-op `trainable_function` (same
+    arguments as train_pair) and its meter in `extra_callbacks`: everything else is this run's."""
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
     from tune_mnist.schedulers import METRIC, MODE, make_scheduler
     from tune_mnist.trainable import TrialSettings, train_pair
+    from tune_mnist.trial_log import TrialLog
 
     # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
     # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's automatic JSON, CSV and TensorBoard loggers keep every trial in the driver
+    # (ray-project/ray#64231); TrialLog writes the files the results read, and forgets.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _init_ray(args.address, dashboard=args.dashboard)
     settings = TrialSettings(
         max_epochs=args.max_epochs,
@@ -292,10 +303,11 @@ def _tune(
         gpus_per_trial=args.gpus_per_trial,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(train_pair, data=search_data, settings=settings),
+        tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     verbose, callbacks = _console_output(args, space)
+    callbacks += [TrialLog(), *extra_callbacks]
     if args.resume and tune.Tuner.can_restore(str(storage / name)):
         tuner = tune.Tuner.restore(
             str(storage / name), trainable, resume_unfinished=True, resume_errored=True
@@ -340,7 +352,7 @@ def _tune(
             storage_path=str(storage),
             # The latest only: it resumes the pair, holds every epoch's validation predictions, and
             # its models are the ones the test evaluation scores (no epoch chosen on validation).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=verbose,
             callbacks=callbacks,
