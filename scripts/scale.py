@@ -92,12 +92,17 @@ def growth_mib_per_trial(samples: list[dict[str, Any]]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+ARCHITECTURES = 10  # the space's grid: num_conv 0-4 x num_dense 0-1, repeated over seeds
+
+
 def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
-    """`python -m tune_mnist.run`'s arguments for N one-epoch pairs drawn from a random key."""
+    """`python -m tune_mnist.run`'s arguments for N one-epoch pairs (N/10 seeds of 10 models), as a
+    large study has them: many seeds of a few architectures, compared per architecture."""
     space = storage / "scale.yaml"
-    space.write_text("learning_rate: {loguniform: [0.0001, 0.1]}\n")
+    space.write_text("num_conv: {grid: [0, 1, 2, 3, 4]}\nnum_dense: {grid: [0, 1]}\n")
     argv = [
-        "--space", str(space), "--num-samples", str(trials), "--yes", "--max-epochs", "1",
+        "--space", str(space), "--seeds", str(trials // ARCHITECTURES), "--yes",
+        "--max-epochs", "1",
         "--storage-path", str(storage), "--name", "scale", "--train-subset", "100",
         "--cpus-per-trial", "1",
     ]  # fmt: skip
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--storage-path", help="keep the run here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.trials % ARCHITECTURES or not 0 < args.trials <= 1000 * ARCHITECTURES:
+        parser.error(f"--trials: a multiple of {ARCHITECTURES} up to {1000 * ARCHITECTURES}")
     with tempfile.TemporaryDirectory(prefix="tune_mnist_scale_") as scratch:
         storage = Path(args.storage_path or scratch).resolve()
         figures = run(args.trials, args.cpus, args.sample_every, storage, not args.fresh_workers)

@@ -163,16 +163,16 @@ def _batch_norm_levers(
     batch = 128
     images, labels = scale_images(x[:batch]), one_hot(y[:batch])
     variants = {
-        "batch norm fused (default)": (cfg, "fused"),
-        "batch norm keras (unfused)": (cfg, "keras"),
+        "fused batch norm": (cfg, "fused"),
+        "keras batch norm": (cfg, "keras"),
         "no batch norm": ({**cfg, "batch_norm": False}, "fused"),
-        "no dropout (fused batch norm)": ({**cfg, "dropout": 0.0}, "fused"),
+        "no dropout": ({**cfg, "dropout": 0.0}, "fused"),
     }
     timers = {}
     for name, (variant, kernel) in variants.items():
         log(f"lever {name}, train step at batch {batch}")
         model = compile_model(variant, bn_kernel=kernel)
-        timers[f"{name}: train step, batch {batch}"] = step_timer(
+        timers[f"train step, batch {batch}: {name}"] = step_timer(
             model, images, labels, ctx.measure_s
         )
     return timers
