@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tune_mnist.layers  # noqa: F401  (the saved models' fused batch norm, as README says)
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint
 from tune_mnist.data import SAMPLE_TEST_SIZE
 from tune_mnist.evaluation import final_models

@@ -9,7 +9,7 @@ ANALYSIS = {
     *("results", "comparison", "evaluation", "plots", "report"),
     *("tensorboard_events", "mlflow_runs", "dependence"),
 }
-LOWER = {"files", "storage", "metrics", "checkpoint", "resources", "space", "data"}
+LOWER = {"files", "storage", "metrics", "checkpoint", "resources", "space", "data", "layers"}
 RAY_SIDE = {"run", "search", "trainable", "schedulers", "searchers"}
 
 

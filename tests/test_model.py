@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from tune_mnist.layers import FusedBatchNormalization
 from tune_mnist.model import build_model, compile_model, conv_filters
 from tune_mnist.space import KEYS, load_space
 
@@ -38,7 +39,10 @@ def describe(model: keras.Model) -> list[tuple]:
                 "rate", "axis", "center", "scale", "epsilon")  # fmt: skip
     return [
         (
-            type(layer).__name__,
+            # The fused batch norm is Keras' layer computed by another kernel (tested below).
+            "BatchNormalization"
+            if isinstance(layer, layers.BatchNormalization)
+            else type(layer).__name__,
             {k: v for k, v in layer.get_config().items() if k in settings},
             [tuple(w.shape) for w in layer.weights],
         )
@@ -57,7 +61,10 @@ def test_seed_grid_builds_the_notebooks_nine_models(seed_grid_models):
     assert sorted(seed_grid_models) == sorted(NOTEBOOK_PARAMS)
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     for (num_conv, num_dense), config in seed_grid_models.items():
-        ours, theirs = build_model(config), notebook_model(num_conv, num_dense)
+        # Keras' batch norm: the same computation as the notebook's, so round-off cannot hide a
+        # difference (the fused kernel's equivalence is tested on its own below).
+        ours = build_model(config, bn_kernel="keras")
+        theirs = notebook_model(num_conv, num_dense)
         assert describe(ours) == describe(theirs), (num_conv, num_dense)
         assert ours.count_params() == theirs.count_params() == NOTEBOOK_PARAMS[num_conv, num_dense]
         # Same weights, same function (inference mode: dropout off, batch norm's moving statistics).
@@ -76,8 +83,14 @@ def test_notebook_parameter_count_by_hand():
     assert notebook_model(2, 0).count_params() == 403_438
 
 
+def names(model: keras.Model) -> list[str]:
+    return [
+        "BatchNormalization" if isinstance(layer, FusedBatchNormalization) else type(layer).__name__
+        for layer in model.layers
+    ]
+
+
 def test_default_block_style_is_unchanged():
-    names = lambda model: [type(layer).__name__ for layer in model.layers]  # noqa: E731
     conv = ["Conv2D", "BatchNormalization", "ReLU", "Dropout"]
     assert names(build_model(DEFAULTS)) == [*conv, *conv, "Flatten", "Dense"]
     config = DEFAULTS | {"num_conv": 1, "num_dense": 2, "pooling": "max"}
@@ -148,3 +161,93 @@ def test_model_outputs_probabilities_for_every_option():
         probs = compile_model(config | style).predict(images, verbose=0)
         assert probs.shape == (4, 10)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# Float32 round-off of two summation orders: within 1e-4 of each quantity's largest magnitude
+# (a gradient with respect to gamma is a sum with cancellations, so not relative per element).
+RTOL = 1e-4
+
+
+def assert_close(have: np.ndarray, want: np.ndarray, name: str = "") -> None:
+    np.testing.assert_allclose(have, want, rtol=RTOL, atol=RTOL * np.abs(want).max(), err_msg=name)
+
+
+def bn_pair(shape: tuple[int, ...]) -> tuple[layers.Layer, layers.Layer]:
+    """Keras' batch norm and the fused one, built with the same non-trivial weights."""
+    rng = np.random.default_rng(1)
+    channels = shape[-1]
+    weights = [
+        rng.normal(1, 0.2, channels), rng.normal(0, 0.2, channels),  # gamma, beta
+        rng.normal(0, 1, channels), rng.uniform(0.5, 2, channels),  # moving mean, variance
+    ]  # fmt: skip
+    keras_bn, fused_bn = (
+        cls(momentum=0.9) for cls in (layers.BatchNormalization, FusedBatchNormalization)
+    )
+    for layer in (keras_bn, fused_bn):
+        layer.build(shape)
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return keras_bn, fused_bn
+
+
+def outputs_and_gradients(layer: layers.Layer, x: np.ndarray, training: bool) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(tf.sin(y))  # a gradient that differs per element
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return [np.asarray(y), *(np.asarray(g) for g in grads), *layer.get_weights()[2:]]
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 6, 5), (32, 7)])  # conv maps; a dense layer's output
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_equals_keras_batch_norm(shape, training):
+    """Outputs, gradients (input, gamma, beta) and the moving statistics after the step."""
+    x = np.random.default_rng(2).normal(3, 2, shape).astype(np.float32)
+    keras_bn, fused_bn = bn_pair(shape)
+    expected = outputs_and_gradients(keras_bn, x, training)
+    got = outputs_and_gradients(fused_bn, x, training)
+    names = ["output", "d/dx", "d/dgamma", "d/dbeta", "moving_mean", "moving_variance"]
+    for name, want, have in zip(names, expected, got, strict=True):
+        assert_close(have, want, name)
+    if training:  # the step moved the statistics (so their equality above means something)
+        assert not np.allclose(got[4], bn_pair(shape)[0].get_weights()[2])
+
+
+def test_models_with_either_batch_norm_train_alike(seed_grid_models):
+    """One SGD step of the notebook's model (dropout off): every weight moves alike, within 2% of
+    its largest update. Looser than one layer: oneDNN's fused kernel (TensorFlow's default on x86)
+    rounds more than Keras' float32 layer, and three batch norms in training mode compound it:
+    measured against a float64 model, ~1% of the largest conv kernel update against ~1e-5 for
+    Keras' layer (TensorFlow's own fused kernel, TF_ENABLE_ONEDNN_OPTS=0, ~1e-5 too). Both arms
+    of a pair use the same kernel. (Not Adam: its first step moves every weight by about
+    +-learning_rate, the sign of a gradient that may be round-off.)"""
+    config = seed_grid_models[2, 1] | {"dropout": 0.0, "optimizer": "sgd", "learning_rate": 0.1}
+    images = np.random.default_rng(3).random((32, 28, 28, 1), dtype=np.float32)
+    labels = np.eye(10, dtype=np.float32)[np.arange(32) % 10]
+    keras_model = compile_model(config, bn_kernel="keras")
+    fused_model = compile_model(config)
+    assert any(isinstance(layer, FusedBatchNormalization) for layer in fused_model.layers)
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in keras_model.layers)
+    before = keras_model.get_weights()
+    fused_model.set_weights(before)
+    for model in (keras_model, fused_model):
+        model.train_on_batch(images, labels)
+    after = zip(before, keras_model.get_weights(), fused_model.get_weights(), strict=True)
+    for start, want, have in after:
+        largest_update = np.abs(want - start).max()
+        np.testing.assert_allclose(have, want, rtol=0, atol=2e-2 * largest_update + 1e-6)
+
+
+def test_fused_batch_norm_saves_and_loads_in_safe_mode(tmp_path, seed_grid_models):
+    """A .keras file (a checkpoint) keeps the fused layer; one saved with Keras' layer (before the
+    fused one was the default) loads as Keras' layer, which computes the same function."""
+    images = np.random.default_rng(4).random((4, 28, 28, 1), dtype=np.float32)
+    for kernel, cls in (("fused", FusedBatchNormalization), ("keras", layers.BatchNormalization)):
+        model = build_model(seed_grid_models[2, 0], bn_kernel=kernel)
+        model.save(tmp_path / f"{kernel}.keras")
+        loaded = keras.models.load_model(tmp_path / f"{kernel}.keras", safe_mode=True)
+        assert {type(layer) for layer in loaded.layers if "batch_norm" in layer.name} == {cls}
+        np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)

@@ -53,6 +53,8 @@ def load_model(directory: str | Path, arm: str) -> Any:
     """One arm's model of a checkpoint (safe mode), or None when the arm had failed."""
     import keras
 
+    import tune_mnist.layers  # noqa: F401  (registers the fused batch norm the models hold)
+
     path = Path(directory) / model_file(arm)
     return keras.models.load_model(path, safe_mode=True) if path.is_file() else None
 

@@ -25,6 +25,7 @@ import keras
 from keras import layers
 
 from tune_mnist.data import IMAGE_SHAPE, NUM_CLASSES
+from tune_mnist.layers import FusedBatchNormalization
 from tune_mnist.space import KEYS
 
 # Keras' default (0.99) needs hundreds of steps before the moving statistics used at evaluation
@@ -37,8 +38,16 @@ def conv_filters(config: dict[str, Any]) -> list[int]:
     return [config["filters"] + i * config["filters_step"] for i in range(config["num_conv"])]
 
 
-def _batch_norm(on: bool) -> list[layers.Layer]:
-    return [layers.BatchNormalization(momentum=BN_MOMENTUM)] if on else []
+# The batch norm computation `build_model` uses: TensorFlow's fused kernel (the default: faster,
+# scripts/benchmark.py lever "batch norm") or Keras' own layer (the benchmark's comparison).
+BATCH_NORM_LAYERS: dict[str, type[layers.BatchNormalization]] = {
+    "fused": FusedBatchNormalization,
+    "keras": layers.BatchNormalization,
+}
+
+
+def _batch_norm(on: bool, kernel: str) -> list[layers.Layer]:
+    return [BATCH_NORM_LAYERS[kernel](momentum=BN_MOMENTUM)] if on else []
 
 
 def _dropout(config: dict[str, Any]) -> list[layers.Layer]:
@@ -51,7 +60,9 @@ def _use_bias(config: dict[str, Any], norm: bool) -> bool:
     return not (norm and config["block_order"] == "bn_relu")
 
 
-def conv_block(config: dict[str, Any], filters: int, regularizer: Any) -> list[layers.Layer]:
+def conv_block(
+    config: dict[str, Any], filters: int, regularizer: Any, bn_kernel: str = "fused"
+) -> list[layers.Layer]:
     """Conv2D, batch norm and ReLU in `block_order`; pooling; dropout if `dropout_at: blocks`."""
     norm = config["batch_norm"]
     conv = layers.Conv2D(
@@ -62,9 +73,9 @@ def conv_block(config: dict[str, Any], filters: int, regularizer: Any) -> list[l
         kernel_regularizer=regularizer,
     )
     if config["block_order"] == "bn_relu":
-        block = [conv, *_batch_norm(norm), layers.ReLU()]
+        block = [conv, *_batch_norm(norm, bn_kernel), layers.ReLU()]
     else:
-        block = [conv, layers.ReLU(), *_batch_norm(norm)]
+        block = [conv, layers.ReLU(), *_batch_norm(norm, bn_kernel)]
     if config["pooling"] == "max":
         block.append(layers.MaxPooling2D(2, padding="same"))
     if config["dropout_at"] == "blocks":
@@ -72,7 +83,9 @@ def conv_block(config: dict[str, Any], filters: int, regularizer: Any) -> list[l
     return block
 
 
-def dense_block(config: dict[str, Any], regularizer: Any) -> list[layers.Layer]:
+def dense_block(
+    config: dict[str, Any], regularizer: Any, bn_kernel: str = "fused"
+) -> list[layers.Layer]:
     """A hidden dense layer, batch norm (`dense_batch_norm`) and ReLU in `block_order`, dropout."""
     norm = config["batch_norm"] and config["dense_batch_norm"]
     units = config["dense_units"]
@@ -80,16 +93,19 @@ def dense_block(config: dict[str, Any], regularizer: Any) -> list[layers.Layer]:
         dense = layers.Dense(
             units, use_bias=_use_bias(config, norm), kernel_regularizer=regularizer
         )
-        block = [dense, *_batch_norm(norm), layers.ReLU()]
+        block = [dense, *_batch_norm(norm, bn_kernel), layers.ReLU()]
     else:
         # Written as the notebook writes it: the ReLU is the Dense layer's activation.
         dense = layers.Dense(units, activation="relu", kernel_regularizer=regularizer)
-        block = [dense, *_batch_norm(norm)]
+        block = [dense, *_batch_norm(norm, bn_kernel)]
     return block + _dropout(config)  # after every hidden dense layer, whatever `dropout_at` says
 
 
-def build_model(config: dict[str, Any]) -> keras.Model:
-    """An uncompiled Keras model for one configuration (input: float images in [0, 1])."""
+def build_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.Model:
+    """An uncompiled Keras model for one configuration (input: float images in [0, 1]).
+
+    `bn_kernel` picks the batch norm computation (BATCH_NORM_LAYERS); both give the same function.
+    """
     # A trial recorded before a key existed (an old run resumed) was built with the key's default.
     config = {key: spec.default for key, spec in KEYS.items()} | config
     regularizer = keras.regularizers.L2(config["l2"]) if config["l2"] > 0 else None
@@ -102,16 +118,20 @@ def build_model(config: dict[str, Any]) -> keras.Model:
         model.add(layers.RandomZoom(0.1, fill_mode="constant"))
     if config["input_noise"] > 0:
         model.add(layers.GaussianNoise(config["input_noise"]))
-    body = [layer for f in conv_filters(config) for layer in conv_block(config, f, regularizer)]
+    body = [
+        layer
+        for f in conv_filters(config)
+        for layer in conv_block(config, f, regularizer, bn_kernel)
+    ]
     body.append(layers.Flatten())
     if config["dropout_at"] == "flatten":
         body += _dropout(config)
     for _ in range(config["num_dense"]):
-        body += dense_block(config, regularizer)
+        body += dense_block(config, regularizer, bn_kernel)
     # As the notebook's description says, literally: the batch norm before the softmax normalizes
     # whatever precedes it, the flattened feature maps (28*28*36 = 28,224 features for 2 conv
     # layers) without hidden dense layers, else the last hidden dense layer's `dense_units` outputs.
-    body += _batch_norm(config["batch_norm"] and config["final_batch_norm"])
+    body += _batch_norm(config["batch_norm"] and config["final_batch_norm"], bn_kernel)
     body.append(layers.Dense(NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer))
     for layer in body:
         model.add(layer)
@@ -124,9 +144,9 @@ def make_optimizer(config: dict[str, Any]) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(config["learning_rate"])
 
 
-def compile_model(config: dict[str, Any]) -> keras.Model:
+def compile_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.Model:
     """Build and compile: cross-entropy on one-hot (or MixUp soft) labels, argmax accuracy."""
-    model = build_model(config)
+    model = build_model(config, bn_kernel=bn_kernel)
     model.compile(
         optimizer=make_optimizer(config),
         loss=keras.losses.CategoricalCrossentropy(),

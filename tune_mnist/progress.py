@@ -147,8 +147,12 @@ class PairProgress(Callback):
         self.upper_bound = upper_bound
         self.started = time.time()
         self.at_once = 1
+        # The latest report of running trials only: a 10,000-trial search keeps no report per
+        # finished trial, just what the time left needs (scripts/scale.py measures the driver).
         self.reports: dict[str, dict[str, Any]] = {}  # trial id -> its latest report
         self.finished: set[str] = set()
+        self.finished_seconds = 0.0  # time_total_s of the finished trials
+        self.finished_epochs = 0
 
     def setup(self, **info: Any) -> None:
         self.started = time.time()  # this invocation's start (a resumed run counts from here)
@@ -167,7 +171,9 @@ class PairProgress(Callback):
     def _finished(self, trials: list, trial: Any, error: str | None) -> None:
         self.finished.add(trial.trial_id)
         finished = self.finished | {t.trial_id for t in trials if t.status in FINISHED}
-        report = self.reports.get(trial.trial_id) or trial.last_result or {}
+        report = self.reports.pop(trial.trial_id, None) or trial.last_result or {}
+        self.finished_seconds += report.get("time_total_s", 0.0)
+        self.finished_epochs += report.get("training_iteration", 0)
         common = {
             "number": len(finished),
             "total": self.pairs_total,
@@ -187,8 +193,12 @@ class PairProgress(Callback):
     def _left(self, trials: list, finished: set[str]) -> float | None:
         if len(finished) >= self.pairs_total:
             return None
-        seconds = sum(r.get("time_total_s", 0.0) for r in self.reports.values())
-        epochs = sum(r.get("training_iteration", 0) for r in self.reports.values())
+        seconds = self.finished_seconds + sum(
+            r.get("time_total_s", 0.0) for r in self.reports.values()
+        )
+        epochs = self.finished_epochs + sum(
+            r.get("training_iteration", 0) for r in self.reports.values()
+        )
         if not epochs:
             return None
         running = [

@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -130,6 +130,8 @@ def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = F
     """
     import ray
 
+    if ray.is_initialized():  # scripts/scale.py's local Ray, with many logical CPUs
+        return
     from tune_mnist.trainable import QUIET_ENV
 
     inherited = "TF_CPP_MIN_LOG_LEVEL" in os.environ
@@ -371,17 +373,26 @@ def _tune(
     search_data: datasets.SearchData,
     storage: str,
     name: str,
+    *,
+    trainable_function: Callable[..., None] | None = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> None:
+    """The search through Ray Tune. scripts/scale.py passes a no-op `trainable_function` (same
+    arguments as train_pair) and its meter in `extra_callbacks`: everything else is this run's."""
     import ray
     from ray import tune
 
     from tune_mnist.schedulers import METRIC, MODE, make_scheduler
     from tune_mnist.searchers import make_search_alg
     from tune_mnist.trainable import TrialSettings, train_pair
+    from tune_mnist.trial_log import TrialLog
 
-    # Keeping one checkpoint per trial makes Tune snapshot its (small, local) experiment state after
-    # every epoch, and it warns about that every few seconds; the snapshot takes milliseconds here.
+    # Tune warns every few seconds when its experiment-state snapshots take long; on object storage
+    # they do, and there is nothing a user could change about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's automatic JSON, CSV and TensorBoard loggers keep every trial in the driver
+    # (ray-project/ray#64231); TrialLog writes the files the results read, and forgets.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose)
     settings = TrialSettings(
         max_epochs=args.max_epochs,
@@ -390,10 +401,11 @@ def _tune(
         gpus_per_trial=args.gpus_per_trial,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(train_pair, data=search_data, settings=settings),
+        tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     verbose, callbacks = _console_output(args, space)
+    callbacks += [TrialLog(), *extra_callbacks]
     if args.search_alg != "random":
         # Tune keeps one trial pending at a time for any searcher but its own random/grid one:
         # with room for N pairs at once, the other N - 1 would start one after another.
@@ -447,9 +459,11 @@ def _tune(
             # A local path or a URI: Tune opens it with pyarrow.fs.FileSystem.from_uri, as
             # tune_mnist.storage does, so both use the same credentials and endpoint.
             storage_path=str(storage),
-            # The latest only: it resumes the pair, holds every epoch's validation predictions, and
-            # its models are the ones the test evaluation scores (no epoch chosen on validation).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # The latest checkpoint resumes the pair, holds every epoch's validation predictions,
+            # and its models are those the test evaluation scores (no epoch chosen on validation).
+            # Two are kept, not one: with num_to_keep=1 Tune snapshots the whole experiment state
+            # after every trial checkpoint, a cost that grows with the number of trials.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=verbose,
             callbacks=callbacks,

@@ -13,7 +13,14 @@ from bench.baselines import input_only, original_loader_timer, tutorial_timer
 from bench.configs import BENCHMARKED, REFERENCE
 from bench.context import Context, log
 from bench.flops import matmul_peak
-from bench.timing import EpochTimer, autotuned_dataset, epoch_images, interleaved, service_timer
+from bench.timing import (
+    EpochTimer,
+    autotuned_dataset,
+    epoch_images,
+    interleaved,
+    service_timer,
+    step_timer,
+)
 from bench.workers import collect, spawn
 
 if TYPE_CHECKING:
@@ -98,12 +105,14 @@ def _baseline_figures(ctx: Context, best: dict[str, float]) -> dict[str, Any]:
 
 
 def levers_section(ctx: Context) -> dict[str, Any]:
-    """What batch size, steps_per_execution, tf.data's autotuner, bfloat16 and oneDNN change."""
+    """What batch size, steps_per_execution, tf.data's autotuner, the batch norm kernel, dropout,
+    bfloat16 and oneDNN change."""
     cfg = BENCHMARKED[REFERENCE]
     x, y = ctx.search.x_train, ctx.search.y_train
     n = epoch_images(cfg, x, y, ctx.measure_s)
     timers = _batch_levers(ctx, cfg, x[:n], y[:n])
     timers.update(_autotune_levers(cfg, x, y, n))
+    timers.update(_batch_norm_levers(ctx, cfg, x, y))
     if ctx.figures["machine"]["bfloat16_hardware"]:
         timers.update(_bfloat16_lever(cfg, x[:n], y[:n]))
     levers = interleaved(timers, ctx.rounds)
@@ -141,6 +150,32 @@ def _compiled(cfg: dict[str, Any], *, steps_per_execution: int) -> keras.Model:
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def _batch_norm_levers(
+    ctx: Context, cfg: dict[str, Any], x: np.ndarray, y: np.ndarray
+) -> dict[str, EpochTimer]:
+    """The training step alone (no tf.data) with TensorFlow's fused batch norm kernel (the
+    default), Keras' unfused layer, and without batch norm or dropout (what they cost)."""
+    from tune_mnist.data import one_hot, scale_images
+    from tune_mnist.model import compile_model
+
+    batch = 128
+    images, labels = scale_images(x[:batch]), one_hot(y[:batch])
+    variants = {
+        "fused batch norm": (cfg, "fused"),
+        "keras batch norm": (cfg, "keras"),
+        "no batch norm": ({**cfg, "batch_norm": False}, "fused"),
+        "no dropout": ({**cfg, "dropout": 0.0}, "fused"),
+    }
+    timers = {}
+    for name, (variant, kernel) in variants.items():
+        log(f"lever {name}, train step at batch {batch}")
+        model = compile_model(variant, bn_kernel=kernel)
+        timers[f"train step, batch {batch}: {name}"] = step_timer(
+            model, images, labels, ctx.measure_s
+        )
+    return timers
 
 
 def _autotune_levers(

@@ -65,6 +65,29 @@ def service_timer(
     return timed(fit, epochs * len(x))
 
 
+def step_timer(model: keras.Model, x: np.ndarray, y: np.ndarray, seconds: float) -> EpochTimer:
+    """Images/s of the compiled model's training step alone, on one fixed batch (x, y one-hot):
+    Keras' own `train_step` in a tf.function, no tf.data and no `model.fit`, so the figure is the
+    model's arithmetic and nothing around it. Each timing runs about `seconds`."""
+    import tensorflow as tf
+
+    step = tf.function(model.train_step)
+    batch = (tf.constant(x), tf.constant(y))
+    started = time.perf_counter()
+    step(batch)  # trace outside the timed steps
+    step(batch)
+    steps = max(5, int(seconds / max(time.perf_counter() - started, 1e-3) * 2))
+
+    def timer() -> float:
+        began = time.perf_counter()
+        for _ in range(steps):
+            logs = step(batch)
+        float(logs["loss"])  # wait for the last step
+        return steps * len(x) / (time.perf_counter() - began)
+
+    return timer
+
+
 def epoch_images(cfg: dict[str, Any], x: np.ndarray, y: np.ndarray, seconds: float) -> int:
     """How many images one epoch of `cfg` needs to last about `seconds` (from one short epoch)."""
     bs = cfg["batch_size"]

@@ -1,0 +1,24 @@
+"""Each trial's result.json and params.json, written by the driver without keeping trials.
+
+`tune_mnist.results` (and the scripts) read a trial's reports from result.json and its
+configuration from params.json: the files of Ray Tune's JsonLoggerCallback. Tune adds that logger
+with a CSV and a TensorBoard one unless TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1, and together they
+keep something of every trial ever started in the driver (ray-project/ray#64231: about 0.3 MB per
+trial). The search turns them off and adds this logger: the same files, written the same way
+(restored from remote storage before appending on a resumed run), minus the configuration the
+JSON logger holds for every trial until the search ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.logger import JsonLoggerCallback
+
+
+class TrialLog(JsonLoggerCallback):
+    """Tune's JSON logger that forgets a trial once it has ended."""
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        super().log_trial_end(trial, failed=failed)
+        self._trial_configs.pop(trial, None)
