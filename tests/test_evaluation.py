@@ -1,11 +1,14 @@
 """Test-set evaluation of a real run: the final model of each arm, scored once on the test set."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
-import tune_mnist.layers  # noqa: F401  (the saved models' fused batch norm, as README says)
-from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint
+from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_model
 from tune_mnist.data import SAMPLE_TEST_SIZE
 from tune_mnist.evaluation import final_models
 from tune_mnist.files import best_model_file, best_savedmodel_dir
@@ -71,12 +74,30 @@ def test_a_trial_without_checkpoint_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("arm", ["plain", "mixup"])
-def test_best_models_are_exported_and_load(small_run, arm):
-    import keras
-
-    model = keras.models.load_model(small_run / f"best_{arm}.keras", safe_mode=True)
-    probs = model.predict(np.zeros((2, 28, 28, 1), dtype=np.float32), verbose=0)
-    assert probs.shape == (2, 10)
+def test_best_models_load_without_tune_mnist_and_predict_as_the_checkpoint(small_run, arm):
+    """Rule: best_<arm>.keras holds Keras' own layers only (a notebook without tune_mnist loads
+    it) and gives the probabilities of the checkpoint's model it was made from."""
+    images = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
+    np.save(small_run.parent / "images.npy", images)
+    script = (
+        "import sys, keras, numpy as np; "
+        "m = keras.models.load_model(sys.argv[1], safe_mode=True); "
+        "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0)); "
+        "print(sorted(n for n in sys.modules if n.startswith('tune_mnist')))"
+    )
+    probs_file = small_run.parent / f"probs_{arm}.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(small_run / best_model_file(arm))]
+        + [str(small_run.parent / "images.npy"), str(probs_file)],
+        capture_output=True, text=True, cwd=small_run.parent, timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("[]"), done.stdout
+    trial = final_models(load(small_run).trials)[arm]
+    directory, _ = latest_checkpoint(small_run / trial["trial_dir"])
+    expected = load_model(directory, arm).predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(probs_file), expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("arm", ["plain", "mixup"])

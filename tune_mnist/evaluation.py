@@ -24,6 +24,8 @@ Files written next to the other Parquet tables (atomically) and read by ``result
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,10 +43,10 @@ from tune_mnist.files import (
     TEST_EVAL_FILE,
     TEST_PREDICTIONS_FILE,
     ManifestError,
+    atomic_write,
     atomic_write_dir,
     best_model_file,
     best_savedmodel_dir,
-    copy_file,
     read_manifest,
     write_parquet,
 )
@@ -184,7 +186,8 @@ def _checkpoints(
 def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluation:
     """Restore each arm's chosen model from its last checkpoint and score it once on the test set.
 
-    Also copies each evaluated model to ``RUN_DIR/best_<arm>.keras`` and exports it as the
+    Also saves each evaluated model to ``RUN_DIR/best_<arm>.keras`` (with Keras' own layers: it
+    loads without tune_mnist) and exports it as the
     SavedModel ``RUN_DIR/best_<arm>_savedmodel/``. An arm that cannot be
     evaluated (no finished trial, no checkpoint) is named in ``missing``; raises
     ``EvaluationUnavailable`` when neither arm can be.
@@ -208,7 +211,7 @@ def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluati
         )
         confusions.append(_confusion(arm, arrays.y_test, probs.argmax(axis=1)))
         predictions.append(_predictions(arm, probs, arrays.y_test))
-        copy_file(directory / model_file(arm), run_dir / best_model_file(arm))
+        _save_portable(model, run_dir / best_model_file(arm))
         atomic_write_dir(run_dir / best_savedmodel_dir(arm), partial(model.export, verbose=False))
     labels = {"arm": "string", "trial_id": "string", "architecture": "string"}
     return Evaluation(
@@ -217,6 +220,20 @@ def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluati
         predictions=pd.concat(predictions, ignore_index=True).astype({"arm": "string"}),
         missing=missing,
     )
+
+
+def _save_portable(model: Any, path: Path) -> None:
+    """Save the model with Keras' own layers only (tune_mnist.layers.with_keras_layers)."""
+    from tune_mnist.layers import with_keras_layers
+
+    def write(tmp: str) -> None:
+        # Keras saves only to a name ending in .keras; atomic_write's temporary name does not.
+        with tempfile.TemporaryDirectory() as folder:
+            saved = Path(folder) / path.name
+            with_keras_layers(model).save(saved)
+            shutil.copyfile(saved, tmp)
+
+    atomic_write(path, write)
 
 
 def _predict(model: Any, images: np.ndarray) -> np.ndarray:

@@ -64,3 +64,26 @@ class FusedBatchNormalization(layers.BatchNormalization):
             and not self.renorm
             and not self.synchronized
         )
+
+
+def with_keras_layers(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with Keras' own BatchNormalization in place of ours, same weights.
+
+    For the exported best models: a ``.keras`` file anyone can load without tune_mnist installed.
+    The copy is compiled with the same loss, metrics and optimizer settings (a fresh optimizer:
+    its slots are not carried over).
+    """
+
+    def clone(layer: keras.Layer) -> keras.Layer:
+        kind = layers.BatchNormalization if type(layer) is FusedBatchNormalization else type(layer)
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    if model.optimizer is not None:
+        copy.compile(
+            optimizer=type(model.optimizer).from_config(model.optimizer.get_config()),
+            loss=model.loss,
+            metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+        )
+    return copy
