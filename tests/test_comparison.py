@@ -519,3 +519,12 @@ def test_the_text_asks_for_more_seeds_when_there_is_one_and_shows_failures():
     text = format_comparison(compare(trials, epochs))
     assert "[no 95% interval: one seed: run --seeds 3 or more]" in text.splitlines()[0]
     assert "mixup 1 ERROR, 0 DIVERGED" in text
+
+
+def test_a_run_whose_every_arm_failed_before_an_epoch_compares_no_pair():
+    """Rule: no epoch at all (every attempt raised at once) is an answer, not a crash: the primary
+    row counts no pair. results.collect types the empty epochs' ids as strings."""
+    trials, _ = make_tables(Pair([0.5], [0.5], status=("ERROR", "ERROR")))
+    columns = {"trial_id": "string", "epoch": "int64", "val_acc": "float64"}
+    epochs = pd.DataFrame(columns=list(columns)).astype(columns)
+    assert row_of(compare(trials, epochs), "primary")["n_pairs"] == 0

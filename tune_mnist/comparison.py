@@ -215,7 +215,8 @@ def _usable_epochs(epochs: pd.DataFrame, status: pd.Series) -> pd.DataFrame:
     broken = ~np.isfinite(diverged[losses].to_numpy(dtype=np.float64)).all(axis=1)
     first_broken = diverged[broken].groupby("trial_id")["epoch"].min()
     diverged_at = first_broken.combine_first(diverged.groupby("trial_id")["epoch"].max())
-    before = epochs["epoch"] < epochs["trial_id"].map(diverged_at).fillna(np.inf)
+    # float64: on no epochs at all (every arm failed at once) map keeps the ids' string dtype.
+    before = epochs["epoch"] < epochs["trial_id"].map(diverged_at).astype("float64").fillna(np.inf)
     return epochs[np.isfinite(epochs[PRIMARY_METRIC].to_numpy(dtype=np.float64)) & before]
 
 
