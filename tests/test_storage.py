@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_search, search_command, search_failed
+from conftest import SMALL_SPACE, run_search, search_command, search_failed
 
 from tune_mnist import results
 from tune_mnist.files import (
@@ -38,15 +38,7 @@ from tune_mnist.plots import FIGURE_FILES
 from tune_mnist.storage import read_bytes
 
 BUCKET = "tune-mnist-test"
-SPACE = """
-num_conv: {grid: [0, 1]}
-filters: 8
-kernel_size: 3
-pooling: max
-num_dense: 0
-batch_size: 64
-seeds: 1
-"""
+SPACE = SMALL_SPACE + "seeds: 1\n"
 TINY = ["--dataset", "mnist_sample", "--train-subset", "300", "--max-epochs", "2"]
 
 
