@@ -61,8 +61,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
             and self.axis in (-1, rank - 1)
             and inputs.shape[-1] is not None
             and mask is None
-            and not self.renorm
-            and not self.synchronized
+            # Keras 3.8 to 3.10 have neither option (getattr): they compute as without it.
+            and not getattr(self, "renorm", False)
+            and not getattr(self, "synchronized", False)
         )
 
 
