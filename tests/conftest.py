@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
 from tune_mnist.metrics import METRICS
@@ -114,6 +113,8 @@ class Driver:
 
     def kill_all(self) -> None:
         """SIGKILL the driver and every process of its session (Ray's GCS, raylet, workers)."""
+        import psutil  # a dev dependency; the minimum-versions CI step runs without it
+
         for proc in psutil.process_iter():
             try:
                 if os.getsid(proc.pid) == self.session:
