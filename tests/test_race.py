@@ -40,11 +40,12 @@ def test_the_race_runs_only_when_named():
 @pytest.mark.slow
 @pytest.mark.fashion
 def test_a_short_race_scores_every_path_and_draws_the_figure(tmp_path):
-    """About 3 minutes: 20 s per path on 500 images, Ray and TensorFlow start-ups included."""
+    """About 4 minutes: 45 s per path on 500 images (Ray's and TensorFlow's start count), then
+    stopping the searches and scoring every improvement on the test set."""
     out = tmp_path / "race.json"
     command = [
         sys.executable, str(SCRIPTS / "benchmark.py"), "--sections", "race", "--race-minutes",
-        "0.35", "--race-train-subset", "500", "--race-max-epochs", "2", "--json", str(out),
+        "0.75", "--race-train-subset", "500", "--race-max-epochs", "2", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -53,7 +54,7 @@ def test_a_short_race_scores_every_path_and_draws_the_figure(tmp_path):
     assert list(race["paths"]) == list(PATHS)
     for path in race["paths"].values():
         assert path["curve"] and path["best_val_acc"] > 0.1
-        assert 0 <= path["curve"][0]["minutes"] <= 0.35
+        assert 0 <= path["curve"][0]["minutes"] <= 0.75
         assert path["chosen_test_acc"] is not None  # the chosen model was kept and scored
     figure = Path(race["figure"])
     assert figure == tmp_path / "race.race.png" and figure.stat().st_size > 0

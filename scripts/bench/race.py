@@ -43,6 +43,7 @@ from typing import Any
 from bench import REPO, SCRIPT
 from bench.context import Context, RaceOptions, log
 from bench.service import service_env
+from tune_mnist.search import EXIT_INTERRUPTED
 
 SPACE = REPO / "search_spaces" / "asha_wide.yaml"
 REDUCTION_FACTOR = 3
@@ -89,25 +90,28 @@ def race_section(ctx: Context) -> dict[str, Any]:
 
 def _run_ours(name: str, folder: Path, options: RaceOptions) -> tuple[list[Found], dict[str, int]]:
     """Our search for the budget, then Ctrl-C; the models of every epoch kept by hard links."""
-    storage, models = folder / "runs", folder / "models"
+    storage, models, run_name = folder / "runs", folder / "models", name.replace("+", "-")
     command = [
         sys.executable, "-m", "tune_mnist.run", "--space", str(SPACE), "--search-alg", OURS[name],
         "--scheduler", "asha", "--num-samples", "500", "--dataset", "fashion_mnist",
         "--max-epochs", str(options.max_epochs), "--grace-period", "1",
         "--reduction-factor", str(REDUCTION_FACTOR), "--storage-path", str(storage),
-        "--name", name, *_subset_args(options),
+        "--name", run_name, *_subset_args(options),
     ]  # fmt: skip
     started = time.time()
     proc = _start(command, folder / "output.txt", env=service_env())
-    keeper = CheckpointKeeper(storage / name, models)
+    keeper = CheckpointKeeper(storage / run_name, models)
     _wait_budget(proc, started, options)
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # Tune stops its trials and the service writes its tables
     _finish(proc, grace_s=600)
     keeper.stop()
-    reports = _our_reports(storage / name, models, started)
+    if proc.returncode not in (0, EXIT_INTERRUPTED):
+        tail = (folder / "output.txt").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"race {name}: tune_mnist.run failed ({proc.returncode}):\n{tail}")
+    reports = _our_reports(storage / run_name, models, started)
     found = [f for f in reports if f.seconds <= _budget(options)]
-    configs = len(list((storage / name).glob("*/params.json")))
+    configs = len(list((storage / run_name).glob("*/params.json")))
     return found, {"configurations": configs, "models_trained": 2 * configs}
 
 
@@ -140,7 +144,8 @@ def _finish(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        log(f"race: process {proc.pid} still running after {grace_s:.0f} s, killed")
+        if grace_s:  # with none, the kill is the plan
+            log(f"race: process {proc.pid} still running after {grace_s:.0f} s, killed")
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -248,7 +253,8 @@ def summary(
     """The curve (each improvement: minutes, validation accuracy, `score` of its model, the test
     accuracy) and the time to target: the first improvement whose model scores >= `target`."""
     curve, best = [], -1.0
-    for f in sorted(found, key=lambda f: f.seconds):
+    # Tune's timestamps are whole seconds: of the models of one second, the best counts.
+    for f in sorted(found, key=lambda f: (f.seconds, -f.val_acc)):
         if f.val_acc > best:
             best = f.val_acc
             curve.append(
