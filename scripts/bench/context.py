@@ -13,6 +13,17 @@ from bench.configs import fashion
 from tune_mnist.data import SearchData
 
 
+@dataclass(frozen=True)
+class RaceOptions:
+    """The race section's settings (bench/race.py): run only when named in --sections."""
+
+    minutes: float = 30.0  # wall-clock budget of each path
+    figure: Path = Path("race.png")
+    max_epochs: int = 9  # ASHA's and Hyperband's largest rung (grace period 1, factor 3)
+    train_subset: int | None = None  # the first N training images (a quick try of the section)
+    target: float = 0.92  # test accuracy of the model chosen on validation
+
+
 @dataclass
 class Context:
     """One benchmark run. Sections read it and return their own figures."""
@@ -24,6 +35,7 @@ class Context:
     # Figures one section measured for a later one, e.g. the baselines the pipeline section times
     # in turns with its own arms when both sections run.
     carried: dict[str, Any] = field(default_factory=dict)
+    race: RaceOptions = field(default_factory=RaceOptions)
 
     @property
     def cores(self) -> int:

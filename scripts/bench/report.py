@@ -60,7 +60,18 @@ def targets(r: dict[str, Any]) -> dict[str, bool | None]:
         "trial peak RSS < 1.5 GiB": _holds(
             _get(r, "memory", "trial_peak_rss_mib"), lambda mib: mib < 1536
         ),
+        "race: our best path reaches test acc 0.92, faster than Keras Tuner": _holds(
+            _get(r, "race", "paths"), _race_won
+        ),
     }
+
+
+def _race_won(paths: dict[str, Any]) -> bool:
+    """Issue 14's goal: one of our paths reaches the target, before Keras Tuner (if it does)."""
+    ours = [p["time_to_target_minutes"] for name, p in paths.items() if name != "keras_tuner"]
+    ours = [minutes for minutes in ours if minutes is not None]
+    theirs = paths.get("keras_tuner", {}).get("time_to_target_minutes")
+    return bool(ours) and (theirs is None or min(ours) < theirs)
 
 
 def table(r: dict[str, Any]) -> str:
@@ -173,6 +184,28 @@ def _asha(a: dict[str, Any]) -> list[str]:
     ]
 
 
+def _race(race: dict[str, Any]) -> list[str]:
+    lines = [
+        f"race on Fashion-MNIST, {race['minutes']:g} minutes per path, max {race['max_epochs']} "
+        f"epochs (figure: {race['figure']})",
+        f"  time to target: {race['time_to_target']} ({race['target_test_acc']})",
+        f"  {'path':14} {'to target':>10} {'best val':>9} {'test (chosen)':>14} "
+        f"{'configs':>8} {'models':>7}",
+    ]
+    for name, p in race["paths"].items():
+        minutes = p["time_to_target_minutes"]
+        reached = "not reached" if minutes is None else f"{minutes:.1f} min"
+        lines.append(
+            f"  {name:14} {reached:>10} {_acc(p['best_val_acc']):>9} "
+            f"{_acc(p['chosen_test_acc']):>14} {p['configurations']:8d} {p['models_trained']:7d}"
+        )
+    return lines
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 # In the order the table prints them; each block follows a blank line.
 SECTION_LINES: dict[str, Lines] = {
     "pipeline": _pipeline,
@@ -182,4 +215,5 @@ SECTION_LINES: dict[str, Lines] = {
     "tune": _tune,
     "memory": _memory,
     "asha": _asha,
+    "race": _race,
 }

@@ -31,6 +31,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return throughput(spec)
     if spec["kind"] == "back_to_back":
         return back_to_back(spec)
+    if spec["kind"] == "keras_tuner":
+        from bench.keras_tuner_race import keras_tuner_worker  # the optional `race` extra
+
+        return keras_tuner_worker(spec)
     raise ValueError(spec["kind"])
 
 
