@@ -8,7 +8,8 @@ Measures the float32 matmul peak, training FLOPs per image, the service's pipeli
 MixUp) against two baselines (plain `model.fit` on NumPy arrays, the original study's NumPy MixUp
 loader), levers (batch size, steps_per_execution, tf.data's autotuner, bfloat16, oneDNN),
 concurrency (1 trial on all cores vs 1 trial per core), Tune's overhead and time to the first
-epoch, peak memory on full Fashion-MNIST and, in full mode, what ASHA saves on the original grid.
+epoch, peak memory on full Fashion-MNIST, in full mode what ASHA saves on the original grid, and
+the original grid end to end against the notebook's way (bench/notebook.py).
 The race (time to test accuracy 0.92 on Fashion-MNIST: our random and TPE searches with ASHA
 against Keras Tuner's Hyperband, bench/race.py) runs only when named in --sections.
 Prints a table and writes every figure, with the machine description, to --json (README,
@@ -42,6 +43,7 @@ if str(HERE) not in sys.path:
 from bench.context import Context, RaceOptions  # noqa: E402
 from bench.flops import flops_by_config  # noqa: E402
 from bench.machine import machine  # noqa: E402
+from bench.notebook import notebook_section  # noqa: E402
 from bench.race import race_section  # noqa: E402
 from bench.report import table, targets  # noqa: E402
 from bench.search_costs import (  # noqa: E402
@@ -70,6 +72,7 @@ SECTIONS: dict[str, Section] = {
     "tune": tune_section,
     "memory": memory_section,
     "asha": asha_section,
+    "notebook": notebook_section,
     "race": race_section,
 }
 # Run only when named in --sections: the race takes three times --race-minutes and more.

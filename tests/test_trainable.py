@@ -55,3 +55,23 @@ def test_a_pair_resumed_from_its_checkpoint_continues_as_if_never_stopped(search
             )
         np.testing.assert_array_equal(resumed.predictions[arm], straight.predictions[arm])
     assert resumed.predictions["plain"].shape == (3, len(search_data.y_val))
+
+
+def test_validation_metrics_are_those_of_the_clean_and_the_mixed_set_scored_apart(search_data):
+    """One predict call per arm scores both validation sets as two separate calls would."""
+    from tune_mnist.metrics import score
+
+    keras.backend.clear_session()
+    pair = PairTrainer.build(CONFIG, search_data)
+    report = pair.train_epoch(1)
+    clean_x = data.scale_images(search_data.x_val)
+    mixed_x, mixed_y = data.apply_mix(search_data.x_val, search_data.y_val, search_data.val_mix)
+    for arm, model in pair.models.items():
+        probs = model.predict(clean_x, batch_size=500, verbose=0)
+        clean = score(probs, data.one_hot(search_data.y_val))
+        mixed = score(model.predict(mixed_x, batch_size=500, verbose=0), mixed_y)
+        assert report[arm]["val_acc"] == pytest.approx(clean["acc"], abs=1e-12)
+        assert report[arm]["val_mixed_acc"] == pytest.approx(mixed["acc"], abs=1e-12)
+        assert report[arm]["val_loss"] == pytest.approx(clean["loss"], rel=1e-5)
+        assert report[arm]["val_mixed_loss"] == pytest.approx(mixed["loss"], rel=1e-5)
+        np.testing.assert_array_equal(pair.predictions[arm][0], probs.argmax(axis=1))
