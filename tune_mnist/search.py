@@ -37,9 +37,10 @@ from tune_mnist.storage import (
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
 # A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). TensorFlow keeps about
-# 3 MiB of every model a process trained (a pair: two) even after clear_session and gc; measured
-# over 20 tiny pairs in one worker, README "Reused workers". 50 pairs bound that growth to about
-# 300 MiB per worker while a worker start (about 4 s) is paid once per 50 trials.
+# 3 MiB of every model a process trained (a pair: two) even after clear_session and gc (README
+# "Reused workers"; scripts/worker_memory.py measures it). 50 pairs bound that growth to about
+# 300 MiB per worker while a worker start (about 4 s) is paid once per 50 trials; 4096 MiB is
+# about four times a trial's peak on full Fashion-MNIST.
 WORKER_MAX_TRIALS = 50
 WORKER_MAX_RSS_MIB = 4096.0
 # Options added after the first manifests were written: a resumed old run gets these values.
