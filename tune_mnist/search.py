@@ -36,13 +36,14 @@ from tune_mnist.storage import (
 )
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
-# A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). TensorFlow keeps about
-# 3 MiB of every model a process trained (a pair: two) even after clear_session and gc (README
-# "Reused workers"; scripts/worker_memory.py measures it). 50 pairs bound that growth to about
-# 300 MiB per worker while a worker start (about 4 s) is paid once per 50 trials; 4096 MiB is
-# about four times a trial's peak on full Fashion-MNIST.
-WORKER_MAX_TRIALS = 50
-WORKER_MAX_RSS_MIB = 4096.0
+# A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). A worker's RSS grows with
+# every pair it trains, even after clear_session and gc: 120 MiB per pair of num_conv=2 models on
+# mnist_sample (scripts/worker_memory.py: 1.1 GiB after the first pair, 3.4 GiB after 20). 10
+# pairs bound that to about 1.2 GiB per worker while a worker start (about 4 s) is paid once per
+# 10 trials; 3072 MiB (about three times a fresh trial's peak on full Fashion-MNIST) catches larger
+# models sooner.
+WORKER_MAX_TRIALS = 10
+WORKER_MAX_RSS_MIB = 3072.0
 # Options added after the first manifests were written: a resumed old run gets these values.
 # reuse_workers: runs made before workers were reused by default resume as they started, each
 # trial in a new process (they had no bound on a worker's memory).
