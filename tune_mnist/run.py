@@ -198,8 +198,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_positive_int,
         default=WORKER_MAX_TRIALS,
         help=(
-            "a reused worker is replaced after N trials: TensorFlow keeps about 3 MiB of every "
-            "model a process trained"
+            "a reused worker is replaced after N trials: its memory grows with every pair it "
+            "trains (about 120 MiB per num_conv=2 pair, scripts/worker_memory.py)"
         ),
     )
     res.add_argument(
