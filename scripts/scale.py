@@ -7,15 +7,17 @@ Every trial is a pair trial that reports one epoch in train_pair's shape (both a
 `plain` and `mixup`, `pair_val_acc`) with a checkpoint in our format (state and validation
 predictions, no models), through `tune_mnist.search._tune`: the same TuneConfig, RunConfig,
 checkpoint settings, callbacks (PairProgress) and result files as `python -m tune_mnist.run`, on a
-local Ray with many logical CPUs (--cpus) so that Tune, not the trials, is what runs. Reports the
-driver's RSS against the number of finished trials (a row every --sample-every trials), trials
-started per second, and how long `results.collect` takes to read all N trials back.
+local Ray with more logical CPUs than cores (--cpus) so that Tune, not the trials, is what runs.
+Reports the driver's RSS against the number of finished trials (a row every --sample-every
+trials), trials started per second, and how long `results.collect` takes to read all N trials
+back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout'
 
 from tune_mnist import results, search  # noqa: E402
 from tune_mnist.run import build_parser  # noqa: E402
+from tune_mnist.storage import split  # noqa: E402
 
 VALIDATION_IMAGES = 100  # per arm and trial in the checkpoint's predictions (a real run: thousands)
 
@@ -79,6 +82,20 @@ class DriverMeter(Callback):
             print(f"scale: {sample}", file=sys.stderr, flush=True)
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) of this driver and of the processes it started (Ray's)."""
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # a worker that exited meanwhile
+            return 0.0
+        return times.user + times.system
+
+    driver = psutil.Process()
+    return {"driver": used(driver), "ray": sum(map(used, driver.children(recursive=True)))}
+
+
 def growth_mib_per_trial(samples: list[dict[str, Any]]) -> float | None:
     """Least-squares slope of RSS against trials finished, from the first sample after start-up
     (the first --sample-every trials fill Tune's and Ray's one-off caches)."""
@@ -106,8 +123,8 @@ def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
         "--storage-path", str(storage), "--name", "scale", "--train-subset", "100",
         "--cpus-per-trial", "1",
     ]  # fmt: skip
-    if reuse:
-        argv.append("--reuse-workers")
+    if not reuse:
+        argv.append("--no-reuse-workers")
     return build_parser().parse_args(argv)
 
 
@@ -121,10 +138,10 @@ def run(trials: int, cpus: int, every: int, storage: Path, reuse: bool) -> dict[
     meter = DriverMeter(every)
     started = time.perf_counter()
     search._tune(
-        args, space, data, run_dir.parent, run_dir.name,
-        trainable_function=noop_pair, extra_callbacks=[meter],
-    )  # fmt: skip
+        args, space, data, *split(run_dir), trainable_function=noop_pair, extra_callbacks=[meter]
+    )
     search_s = time.perf_counter() - started
+    cpu = cpu_seconds()
     ray.shutdown()
     collect_started = time.perf_counter()
     tables = results.collect(run_dir)
@@ -141,6 +158,12 @@ def run(trials: int, cpus: int, every: int, storage: Path, reuse: bool) -> dict[
         "driver_rss": meter.samples,
         "driver_growth_mib_per_trial": growth_mib_per_trial(meter.samples),
         "collect_seconds": collect_s,
+        # What limits the rate: the driver's CPU share of the search's wall time, the CPU the
+        # local Ray's processes (GCS, raylet, trial workers still alive) used, and the machine's
+        # load (other processes on the same cores slow every round trip of a trial).
+        "driver_cpu_seconds": cpu["driver"],
+        "ray_processes_cpu_seconds": cpu["ray"],
+        "load_average_1min_at_end": os.getloadavg()[0],
         "collected_pairs": int(tables.trials["pair_id"].nunique()),
     }
 
@@ -155,6 +178,9 @@ def table(figures: dict[str, Any]) -> str:
         f"trials started per second: {figures['trials_started_per_second']:.1f}",
         f"results.collect of {figures['collected_pairs']} pairs: "
         f"{figures['collect_seconds']:.1f} s",
+        f"driver CPU: {figures['driver_cpu_seconds']:.0f} s of {figures['search_seconds']:.0f} s; "
+        f"Ray's processes: {figures['ray_processes_cpu_seconds']:.0f} s; "
+        f"load average at the end: {figures['load_average_1min_at_end']:.1f}",
     ]
     return "\n".join(lines)
 
@@ -162,10 +188,13 @@ def table(figures: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10000)
-    parser.add_argument("--cpus", type=int, default=32, help="Ray's logical CPUs (trials at once)")
+    # 8, not more, on 2 cores: with reused workers Tune requests a new worker for every free
+    # logical CPU and discards it once a finished trial's worker is reused instead; with 32 the
+    # cores spent their time starting discarded workers (500 trials: 2.7 trials/s, with 8: 7.4).
+    parser.add_argument("--cpus", type=int, default=8, help="Ray's logical CPUs (trials at once)")
     parser.add_argument("--sample-every", type=int, default=500, help="trials between samples")
     parser.add_argument(
-        "--fresh-workers", action="store_true", help="a new worker per trial (no --reuse-workers)"
+        "--fresh-workers", action="store_true", help="a new worker per trial (--no-reuse-workers)"
     )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--storage-path", help="keep the run here (default: a temporary folder)")

@@ -171,6 +171,27 @@ def test_resuming_a_run_from_before_search_alg_keeps_random_search(tmp_path):
     assert resumed.search_alg == "random"
 
 
+def test_resuming_a_run_from_before_reused_workers_keeps_fresh_workers(tmp_path):
+    """A manifest written before workers were reused by default resumes with a process per trial,
+    as it started; a new run reuses them, within the default bounds."""
+    from tune_mnist.run import build_parser
+    from tune_mnist.search import WORKER_MAX_TRIALS, prepare
+    from tune_mnist.space import load_space
+
+    fresh = build_parser().parse_args(["--name", "new"])
+    assert (fresh.reuse_workers, fresh.worker_max_trials) == (True, WORKER_MAX_TRIALS)
+    run_dir = tmp_path / "out" / "old"
+    run_dir.mkdir(parents=True)
+    args = vars(build_parser().parse_args(["--name", "old"])) | {"space": "asha_wide"}
+    for option in ("reuse_workers", "worker_max_trials", "worker_max_rss_mib"):
+        del args[option]
+    manifest = {"args": args, "space": load_space("asha_wide").to_dict()}
+    (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
+    resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
+    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    assert resumed.reuse_workers is False
+
+
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
 # exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
 # trained.

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from tune_mnist.schedulers import METRIC, MODE, make_scheduler
+from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -82,3 +82,27 @@ def test_grid_never_stops_a_trial(epoch, val_acc):
     )
     report(scheduler, trials[0], epoch, 0.99)
     assert report(scheduler, trials[1], epoch, val_acc) == CONTINUE
+
+
+@pytest.mark.parametrize("name", ["grid", "asha"])
+def test_a_reused_worker_retires_after_its_trials_or_past_its_memory(name):
+    """Rule: when a trial ends, its worker (host, pid) is kept for reuse until it has finished
+    max_trials trials or reported an RSS at or above max_rss_mib; then the scheduler takes its actor
+    out of the controller's started actors, which Tune then stops instead of caching."""
+    limits = WorkerLimits(max_trials=2, max_rss_mib=1000)
+    scheduler, trials = scheduler_with_trials(
+        name, 4, max_epochs=1, grace_period=1, reduction_factor=2, worker_limits=limits
+    )
+    actors = {trial.trial_id: f"actor of {trial.trial_id}" for trial in trials}
+    controller = SimpleNamespace(_started_actors=set(actors.values()))
+    controller._trial_to_actor = SimpleNamespace(get=lambda trial: actors[trial.trial_id])
+
+    def complete(trial, pid, rss):
+        result = {"training_iteration": 1, METRIC: 0.5, "pid": pid, "hostname": "h"}
+        scheduler.on_trial_complete(controller, trial, {**result, "worker_rss_mib": rss})
+        return actors[trial.trial_id] not in controller._started_actors  # retired
+
+    assert not complete(trials[0], pid=1, rss=500)
+    assert complete(trials[1], pid=1, rss=500)  # its second trial
+    assert complete(trials[2], pid=2, rss=1000)  # its first, at the memory limit
+    assert not complete(trials[3], pid=1, rss=500)  # a new process that got pid 1 again

@@ -29,6 +29,7 @@ def run_dir(tmp_path_factory):
     result = run_search(
         "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",
         "--max-epochs", "2", "--storage-path", str(root / "runs"), "--name", "it", "--verbose",
+        "--no-reuse-workers",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
     assert "Pairs: 2 TERMINATED" in result.stdout and str(root / "runs" / "it") in result.stdout
@@ -73,29 +74,38 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
     assert (best["val_acc"] == chosen).all()
 
 
-def test_reused_workers_train_the_same_models(run_dir):
-    """--reuse-workers only changes where trials run: seeded trials match those in fresh workers."""
+def test_reused_workers_train_the_same_models_and_retire_after_n_trials(run_dir):
+    """Reused workers (the default) only change where trials run: seeded trials match those in
+    fresh workers, and a worker is replaced after --worker-max-trials trials, no trial failing."""
     root = run_dir.parent.parent
     result = run_search(
         "--space", str(root / "space.yaml"), "--dataset", "mnist_sample", "--train-subset", "400",
-        "--max-epochs", "2", "--reuse-workers", "--max-concurrent", "1",
+        "--max-epochs", "2", "--max-concurrent", "1", "--seeds", "2", "--worker-max-trials", "2",
         "--storage-path", str(root / "runs"), "--name", "reused",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
+    run = root / "runs" / "reused"
+    args = json.loads((run / "run_manifest.json").read_text())["args"]
+    assert (args["reuse_workers"], args["worker_max_trials"]) == (True, 2)
     keys = ["config/num_conv", "config/mixup", "epoch"]
     metrics = ["train_loss", "val_acc", "val_mixed_acc", "val_loss"]
 
-    def by_config(run):
+    def by_config(run, seed):
         epochs = pd.read_parquet(run / "epochs.parquet")
-        configs = pd.read_parquet(run / "trials.parquet")[["trial_id", *keys[:2]]]
+        configs = pd.read_parquet(run / "trials.parquet")
+        configs = configs[configs["config/seed"] == seed][["trial_id", *keys[:2]]]
         return epochs.merge(configs, on="trial_id").set_index(keys).sort_index()[metrics]
 
-    reused, fresh = by_config(root / "runs" / "reused"), by_config(run_dir)
-    assert len(reused) == 8
-    # --max-concurrent 1: one pair at a time, so one reused worker process trained them all.
-    results = (root / "runs" / "reused").glob("train_pair_*/result.json")
-    assert len({json.loads(f.read_text().splitlines()[0])["pid"] for f in results}) == 1
-    pd.testing.assert_frame_equal(reused, fresh, rtol=1e-5)
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 8 and trials["status"].eq("TERMINATED").all()
+    # --max-concurrent 1: one pair at a time; 4 pairs, a worker retired after 2 of them.
+    files = run.glob("train_pair_*/result.json")
+    reports = [json.loads(f.read_text().splitlines()[0]) for f in files]
+    pids = pd.Series([r["pid"] for r in reports]).value_counts()
+    assert sorted(pids) == [2, 2], pids
+    assert all(r["worker_rss_mib"] > 0 for r in reports)
+    seed = int(pd.read_parquet(run_dir / "trials.parquet")["config/seed"].iloc[0])
+    pd.testing.assert_frame_equal(by_config(run, seed), by_config(run_dir, seed), rtol=1e-5)
 
 
 ASHA_SPACE = """

@@ -148,9 +148,12 @@ class PairProgress(Callback):
         self.started = time.time()
         self.at_once = 1
         # The latest report of running trials only: a 10,000-trial search keeps no report per
-        # finished trial, just what the time left needs (scripts/scale.py measures the driver).
+        # finished trial, just what the time left needs, and no hook walks the list of all trials
+        # (that would cost the driver time in proportion to the trials so far, for every result:
+        # scripts/scale.py measures the driver).
         self.reports: dict[str, dict[str, Any]] = {}  # trial id -> its latest report
-        self.finished: set[str] = set()
+        self.finished: set[str] = set()  # ids of trials that ended, in this invocation or before
+        self.earlier_counted = False
         self.finished_seconds = 0.0  # time_total_s of the finished trials
         self.finished_epochs = 0
 
@@ -159,8 +162,7 @@ class PairProgress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         self.reports[trial.trial_id] = result
-        running = sum(t.status == "RUNNING" for t in trials)
-        self.at_once = max(self.at_once, running)
+        self.at_once = max(self.at_once, len(self.reports))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info) -> None:
         self._finished(trials, trial, error=None)
@@ -169,19 +171,21 @@ class PairProgress(Callback):
         self._finished(trials, trial, error=last_error_line(trial.error_file))
 
     def _finished(self, trials: list, trial: Any, error: str | None) -> None:
+        if not self.earlier_counted:  # once: the trials a resumed run had already finished
+            self.finished |= {t.trial_id for t in trials if t.status in FINISHED}
+            self.earlier_counted = True
         self.finished.add(trial.trial_id)
-        finished = self.finished | {t.trial_id for t in trials if t.status in FINISHED}
         report = self.reports.pop(trial.trial_id, None) or trial.last_result or {}
         self.finished_seconds += report.get("time_total_s", 0.0)
         self.finished_epochs += report.get("training_iteration", 0)
         common = {
-            "number": len(finished),
+            "number": len(self.finished),
             "total": self.pairs_total,
             "label": architecture_label(trial.config, self.varying),
             "seed": trial.config.get("seed", "?"),
             "epochs": int(report.get("epoch") or report.get("training_iteration") or 0),
             "elapsed": time.time() - self.started,
-            "left": self._left(trials, finished),
+            "left": self._left(),
             "upper_bound": self.upper_bound,
         }
         if error is None:
@@ -190,25 +194,20 @@ class PairProgress(Callback):
             line = pair_failed_line(error=error, **common)
         print(line, file=sys.stdout, flush=True)
 
-    def _left(self, trials: list, finished: set[str]) -> float | None:
-        if len(finished) >= self.pairs_total:
+    def _left(self) -> float | None:
+        if len(self.finished) >= self.pairs_total:
             return None
+        running = [int(r.get("training_iteration", 0)) for r in self.reports.values()]
         seconds = self.finished_seconds + sum(
             r.get("time_total_s", 0.0) for r in self.reports.values()
         )
-        epochs = self.finished_epochs + sum(
-            r.get("training_iteration", 0) for r in self.reports.values()
-        )
+        epochs = self.finished_epochs + sum(running)
         if not epochs:
             return None
-        running = [
-            int(self.reports.get(t.trial_id, {}).get("training_iteration", 0))
-            for t in trials
-            if t.status == "RUNNING" and t.trial_id not in finished
-        ]
+        # Running trials that have not reported yet count as not started: the same epochs left.
         return seconds_left(
             pairs_total=self.pairs_total,
-            pairs_finished=len(finished),
+            pairs_finished=len(self.finished),
             running_epochs=running,
             max_epochs=self.max_epochs,
             seconds_per_pair_epoch=seconds / epochs,

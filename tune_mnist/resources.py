@@ -19,6 +19,7 @@ No Ray or TensorFlow import at module level: the CLI validates a plan before eit
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from typing import Any
 # allocator fragmentation live outside TensorFlow's limit, and two trials sharing a card must not
 # push each other into out-of-memory errors.
 GPU_MEMORY_HEADROOM = 0.10
+# The report key of a trial's process RSS (process_rss_mib), which retires a reused worker.
+WORKER_RSS = "worker_rss_mib"
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,13 @@ def _gpu_total_memory_mib(gpu: Any) -> int:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024))
     finally:
         pynvml.nvmlShutdown()
+
+
+def process_rss_mib() -> float | None:
+    """This process's resident memory in MiB (Linux's /proc); None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -23,6 +23,8 @@ from tune_mnist.search import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_STORAGE,
+    WORKER_MAX_RSS_MIB,
+    WORKER_MAX_TRIALS,
     StorageError,
     UsageError,
     run_search,
@@ -50,6 +52,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 
@@ -176,13 +185,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     res.add_argument(
         "--reuse-workers",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help=(
-            "train trials one after another in the same worker processes: saves starting a worker "
-            "and importing TensorFlow for every trial (about 4 s each on 2 cores), but TensorFlow "
-            "keeps about 3 MiB of every trained model's traced functions, so a worker grows over a "
-            "long search"
+            "train trials one after another in the same worker processes (default): saves starting "
+            "a worker and importing TensorFlow for every trial (about 4 s each on 2 cores); "
+            "--no-reuse-workers starts a new process for every trial"
         ),
+    )
+    res.add_argument(
+        "--worker-max-trials",
+        type=_positive_int,
+        default=WORKER_MAX_TRIALS,
+        help=(
+            "a reused worker is replaced after N trials: its memory grows with every pair it "
+            "trains (about 120 MiB per num_conv=2 pair, scripts/worker_memory.py)"
+        ),
+    )
+    res.add_argument(
+        "--worker-max-rss-mib",
+        type=_positive_float,
+        default=WORKER_MAX_RSS_MIB,
+        help="a reused worker is replaced after a trial that left it above this resident memory",
     )
     res.add_argument(
         "--max-concurrent",

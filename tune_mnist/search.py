@@ -36,12 +36,24 @@ from tune_mnist.storage import (
 )
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
+# A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). A worker's RSS grows with
+# every pair it trains, even after clear_session and gc: 120 MiB per pair of num_conv=2 models on
+# mnist_sample (scripts/worker_memory.py: 1.1 GiB after the first pair, 3.4 GiB after 20). 10
+# pairs bound that to about 1.2 GiB per worker while a worker start (about 4 s) is paid once per
+# 10 trials; 3072 MiB (about three times a fresh trial's peak on full Fashion-MNIST) catches larger
+# models sooner.
+WORKER_MAX_TRIALS = 10
+WORKER_MAX_RSS_MIB = 3072.0
 # Options added after the first manifests were written: a resumed old run gets these values.
+# reuse_workers: runs made before workers were reused by default resume as they started, each
+# trial in a new process (they had no bound on a worker's memory).
 RESUME_DEFAULTS = {
     "max_failures": 2,
     "max_trials": 1000,
     "yes": False,
     "reuse_workers": False,
+    "worker_max_trials": WORKER_MAX_TRIALS,
+    "worker_max_rss_mib": WORKER_MAX_RSS_MIB,
     "search_alg": "random",
 }
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
@@ -382,7 +394,7 @@ def _tune(
     import ray
     from ray import tune
 
-    from tune_mnist.schedulers import METRIC, MODE, make_scheduler
+    from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
     from tune_mnist.searchers import make_search_alg
     from tune_mnist.trainable import TrialSettings, train_pair
     from tune_mnist.trial_log import TrialLog
@@ -406,9 +418,14 @@ def _tune(
     )
     verbose, callbacks = _console_output(args, space)
     callbacks += [TrialLog(), *extra_callbacks]
-    if args.search_alg != "random":
-        # Tune keeps one trial pending at a time for any searcher but its own random/grid one:
-        # with room for N pairs at once, the other N - 1 would start one after another.
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if args.search_alg != "random" or local:
+        # As many trials pending (each with a placement group requested) as can run at once.
+        # Tune keeps one pending at a time for any searcher but its own random/grid one: with room
+        # for N pairs at once, the other N - 1 would start one after another. For random/grid it
+        # keeps at least 200, so that an autoscaling cluster grows fast (ray-project/ray#43455,
+        # which notes that many pending placement groups slow actor scheduling): a local Ray never
+        # grows, and with 200 the driver polls 200 placement groups in every step of its loop.
         concurrency = args.max_concurrent or int(
             ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial
         )
@@ -446,12 +463,16 @@ def _tune(
                 max_epochs=args.max_epochs,
                 grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor,
+                worker_limits=(
+                    WorkerLimits(args.worker_max_trials, args.worker_max_rss_mib)
+                    if args.reuse_workers
+                    else None
+                ),
             ),
             search_alg=search_alg,
             num_samples=args.num_samples * per_sample,
-            # Off by default: a reused worker saves ~4 s per trial, but TensorFlow keeps ~3 MiB of
-            # every traced training function even after clear_session + gc, unbounded in long
-            # searches.
+            # On by default: a reused worker saves ~4 s per trial; the scheduler's WorkerLimits
+            # replace it before what TensorFlow keeps of every trained model adds up.
             reuse_actors=args.reuse_workers,
         ),
         run_config=tune.RunConfig(

@@ -33,9 +33,11 @@ from tune_mnist.data import (
 )
 from tune_mnist.metrics import CHANCE_ACCURACY, score
 from tune_mnist.resources import (
+    WORKER_RSS,
     ResourcePlan,
     configure_tensorflow_gpus,
     configure_tensorflow_threads,
+    process_rss_mib,
 )
 from tune_mnist.space import ARMS
 
@@ -172,7 +174,8 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
     _inject_faults(config, pair.models)
     node_id = ray.get_runtime_context().get_node_id()
     for epoch in range(pair.state.epoch + 1, settings.max_epochs + 1):
-        metrics = {**pair.train_epoch(epoch), "node_id": node_id}
+        # The process's RSS: the scheduler replaces a reused worker that grew past its limit.
+        metrics = {**pair.train_epoch(epoch), "node_id": node_id, WORKER_RSS: process_rss_mib()}
         with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
             pair.save(Path(directory))
             # tune.report copies the checkpoint to storage before it returns.
