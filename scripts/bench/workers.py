@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import SCRIPT
 from bench.configs import config, fashion
-from tune_mnist.data import SearchData
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -75,9 +72,11 @@ def back_to_back(spec: dict[str, Any]) -> dict[str, Any]:
     from tune_mnist.model import compile_model
     from tune_mnist.pipeline import TrainingSet
     from tune_mnist.space import load_space
+    from tune_mnist.trainable import ValidationSets
 
     search = fashion(spec["train_subset"], val_fraction=spec["val_fraction"])
-    evaluated = validation_sets(search)
+    validation = ValidationSets.of(search)
+    n = len(validation.labels)
     training = TrainingSet.from_arrays(search.x_train, search.y_train)
     for cfg in load_space(spec["space"]).grid_configs():
         for alpha in (None, cfg["mixup_alpha"]):  # the plain arm, then the MixUp arm
@@ -88,19 +87,10 @@ def back_to_back(spec: dict[str, Any]) -> dict[str, Any]:
                     epoch=epoch, seed=cfg["seed"], batch_size=cfg["batch_size"], mixup_alpha=alpha
                 )
                 model.fit(batches, epochs=epoch, initial_epoch=epoch - 1, verbose=0)
-                for images, labels in evaluated:  # the trainable's per-epoch scoring
-                    score(model.predict(images, batch_size=500, verbose=0), labels)
+                # The trainable's per-epoch scoring: one predict call for both sets.
+                both = model.predict(validation.images_then_mixed, batch_size=500, verbose=0)
+                score(both[:n], validation.labels), score(both[n:], validation.mixed_labels)
     return {}
-
-
-def validation_sets(search: SearchData) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (images, label rows) a trial scores every epoch: clean and fixed-MixUp validation."""
-    from tune_mnist.data import apply_mix
-
-    images = search.x_val.astype(np.float32)[..., None] / 255.0
-    labels = np.eye(10, dtype=np.float32)[search.y_val]
-    mixed_images, mixed_labels = apply_mix(search.x_val, search.y_val, search.val_mix)
-    return [(images, labels), (mixed_images[..., None], mixed_labels)]
 
 
 def spawn(spec: dict[str, Any], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
