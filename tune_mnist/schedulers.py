@@ -5,8 +5,9 @@ whole, on the mean of its arms' `val_acc`: both arms always run the same number 
 
 With reused workers (the default) the scheduler also retires a worker process after
 `WorkerLimits.max_trials` trials, or once its RSS reported with a trial's last result passes
-`max_rss_mib`: TensorFlow keeps about 3 MiB of every model a process trained, so a worker reused
-without a bound grows for the whole search.
+`max_rss_mib`: `model.fit` in a loop leaks 50-120 MiB per pair even after clear_session and gc
+(keras-team/keras#17458, tensorflow/tensorflow#61791), so a worker reused without a bound grows
+for the whole search.
 """
 
 from __future__ import annotations
@@ -65,8 +66,12 @@ class _RetiresWorkers(TrialScheduler):
         done = self._worker_trials[worker] = self._worker_trials.get(worker, 0) + 1
         if self.worker_limits.retire(trials_done=done, rss_mib=result.get(WORKER_RSS)):
             del self._worker_trials[worker]
-            actor = tune_controller._trial_to_actor.get(trial)
-            tune_controller._started_actors.discard(actor)
+            # Private attributes of Ray Tune's controller (checked on 2.60): where they are
+            # missing the worker stays (it keeps growing) rather than the search failing.
+            started = getattr(tune_controller, "_started_actors", None)
+            actor = getattr(tune_controller, "_trial_to_actor", {}).get(trial)
+            if started is not None and actor is not None:
+                started.discard(actor)
 
 
 class GridScheduler(_RetiresWorkers, FIFOScheduler):

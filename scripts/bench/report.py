@@ -169,7 +169,7 @@ def _tune(t: dict[str, Any]) -> list[str]:
         "defaults: reused workers): "
         f"back to back {t['back_to_back_one_process_seconds']:.1f} s, "
         f"service {t['service_sequential_seconds']:.1f} s "
-        f"of which {t['test_evaluation_seconds']:.1f} s test-set evaluation -> overhead "
+        f"of which {t['results_seconds']:.1f} s results (tables, test set) -> overhead "
         f"{100 * t['overhead_fraction']:.0f}% ({t['overhead_seconds']:.1f} s; "
         f"{100 * t['overhead_fraction_if_trials_took_30s']:.1f}% if trials took 30 s)",
         f"with --no-reuse-workers: service {fresh['service_sequential_seconds']:.1f} s -> overhead "
