@@ -37,8 +37,9 @@ from tune_mnist.storage import (
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
 # A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). A worker's RSS grows with
-# every pair it trains, even after clear_session and gc: 120 MiB per pair of num_conv=2 models on
-# mnist_sample (scripts/worker_memory.py: 1.1 GiB after the first pair, 3.4 GiB after 20). 10
+# every pair it trains, even after clear_session and gc (model.fit's leak in a loop,
+# keras-team/keras#17458): 120 MiB per pair of num_conv=2 models on mnist_sample
+# (scripts/worker_memory.py: 1.1 GiB after the first pair, 3.4 GiB after 20). 10
 # pairs bound that to about 1.2 GiB per worker while a worker start (about 4 s) is paid once per
 # 10 trials; 3072 MiB (about three times a fresh trial's peak on full Fashion-MNIST) catches larger
 # models sooner.
@@ -472,7 +473,7 @@ def _tune(
             search_alg=search_alg,
             num_samples=args.num_samples * per_sample,
             # On by default: a reused worker saves ~4 s per trial; the scheduler's WorkerLimits
-            # replace it before what TensorFlow keeps of every trained model adds up.
+            # replace it before what model.fit leaks per trained model adds up.
             reuse_actors=args.reuse_workers,
         ),
         run_config=tune.RunConfig(
