@@ -112,6 +112,9 @@ def growth_mib_per_trial(samples: list[dict[str, Any]]) -> float | None:
 ARCHITECTURES = 10  # the space's grid: num_conv 0-4 x num_dense 0-1, repeated over seeds
 
 
+NOOP_TRIALS_PER_WORKER = 1000
+
+
 def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
     """`python -m tune_mnist.run`'s arguments for N one-epoch pairs (N/10 seeds of 10 models), as a
     large study has them: many seeds of a few architectures, compared per architecture."""
@@ -123,7 +126,12 @@ def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
         "--storage-path", str(storage), "--name", "scale", "--train-subset", "100",
         "--cpus-per-trial", "1",
     ]  # fmt: skip
-    if not reuse:
+    # The retirement rule stays on (a worker past --worker-max-rss-mib is replaced), but not the
+    # default of 10 trials a worker: that bounds model.fit's leak, and these trials train no model;
+    # a worker start every 10 no-op trials would measure process starts, not the driver.
+    if reuse:
+        argv += ["--worker-max-trials", str(NOOP_TRIALS_PER_WORKER)]
+    else:
         argv.append("--no-reuse-workers")
     return build_parser().parse_args(argv)
 
