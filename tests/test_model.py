@@ -217,13 +217,15 @@ def test_fused_batch_norm_equals_keras_batch_norm(shape, training):
 
 
 def test_models_with_either_batch_norm_train_alike(seed_grid_models):
-    """One SGD step of the notebook's model (dropout off): every weight moves alike, within 2% of
-    its largest update. Looser than one layer: oneDNN's fused kernel (TensorFlow's default on x86)
-    rounds more than Keras' float32 layer, and three batch norms in training mode compound it:
-    measured against a float64 model, ~1% of the largest conv kernel update against ~1e-5 for
-    Keras' layer (TensorFlow's own fused kernel, TF_ENABLE_ONEDNN_OPTS=0, ~1e-5 too). Both arms
-    of a pair use the same kernel. (Not Adam: its first step moves every weight by about
-    +-learning_rate, the sign of a gradient that may be round-off.)"""
+    """One SGD step of the notebook's model (dropout off): every weight moves alike, within 5% of
+    its largest update (one run of the minimum versions, TensorFlow 2.16.1, had one weight of 7,776
+    at 2.1%: oneDNN's reductions round differently from run to run). Looser than one layer:
+    oneDNN's fused kernel (TensorFlow's default on x86) rounds more than Keras' float32 layer, and
+    three batch norms in training mode compound it: measured against a float64 model, ~1% of the
+    largest conv kernel update against ~1e-5 for Keras' layer (TensorFlow's own fused kernel,
+    TF_ENABLE_ONEDNN_OPTS=0, ~1e-5 too). Both arms of a pair use the same kernel. (Not Adam: its
+    first step moves every weight by about +-learning_rate, the sign of a gradient that may be
+    round-off.)"""
     config = seed_grid_models[2, 1] | {"dropout": 0.0, "optimizer": "sgd", "learning_rate": 0.1}
     images = np.random.default_rng(3).random((32, 28, 28, 1), dtype=np.float32)
     labels = np.eye(10, dtype=np.float32)[np.arange(32) % 10]
@@ -238,7 +240,7 @@ def test_models_with_either_batch_norm_train_alike(seed_grid_models):
     after = zip(before, keras_model.get_weights(), fused_model.get_weights(), strict=True)
     for start, want, have in after:
         largest_update = np.abs(want - start).max()
-        np.testing.assert_allclose(have, want, rtol=0, atol=2e-2 * largest_update + 1e-6)
+        np.testing.assert_allclose(have, want, rtol=0, atol=5e-2 * largest_update + 1e-6)
 
 
 def test_fused_batch_norm_saves_and_loads_in_safe_mode(tmp_path, seed_grid_models):
