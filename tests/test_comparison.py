@@ -1,6 +1,7 @@
 """The comparison protocol on synthetic pair tables with known answers, and the coverage of its
-intervals by simulation. Each test states the one rule it checks; "old code" is the module this
-one replaced (per-trial pairs at the best epoch, BCa bootstrap from 10 pairs, Wilcoxon p)."""
+intervals' arithmetic. Each test states the one rule it checks; "old code" is the module this one
+replaced (per-trial pairs at the best epoch, BCa bootstrap from 10 pairs, Wilcoxon p). The
+coverage and width of the intervals, by simulation, are in tests/test_estimates.py."""
 
 from __future__ import annotations
 
@@ -16,9 +17,6 @@ from tune_mnist.comparison import (
     COLUMNS,
     SENSITIVITY,
     TWO_LEVEL,
-    _seed_interval,
-    _sign_flip_p_value,
-    _two_level_interval,
     compare,
     format_comparison,
     holm,
@@ -134,75 +132,6 @@ def seeds_with_diffs(diffs: Sequence[float], architecture: str = "base", start: 
     ]
 
 
-# ---- coverage by simulation ----------------------------------------------------------------------
-
-TRUE_DIFFERENCE = 0.01
-
-
-def seed_only_coverage(noise: str, n: int, sims: int, rng: np.random.Generator) -> float:
-    """Share of simulated studies of n cluster values whose seed-only interval covers the mean."""
-    draws = rng.standard_normal((sims, n)) if noise == "normal" else rng.standard_t(3, (sims, n))
-    low, high = _seed_interval(TRUE_DIFFERENCE + 0.01 * draws, 0.95)
-    return float(np.mean((low <= TRUE_DIFFERENCE) & (TRUE_DIFFERENCE <= high)))
-
-
-def two_level_coverage(
-    coupling: str, image_spread: float, n: int, sims: int, rng: np.random.Generator
-) -> tuple[float, float]:
-    """Coverage of the two-level and of the seed-only interval, of E[δ] over seeds and images.
-
-    Image i is correct with probability q_i + s_p (plain) and q_i + s_p + 0.01 + a_p + c_i
-    (MixUp): a seed effect s_p on both arms, a MixUp effect a_p per seed and c_i per image (up to
-    ± image_spread), all zero-mean and bounded so that no probability leaves [0, 1]; E[δ] is then
-    exactly 0.01. The arms draw correctness from one uniform per image ("shared", like two
-    similar models) or from two. 450 validation images.
-    """
-    images = 450
-    q = rng.uniform(0.4, 0.7, (sims, 1, images))
-    image_effect = rng.uniform(-image_spread, image_spread, (sims, 1, images))
-    p_plain = q + rng.uniform(-0.05, 0.05, (sims, n, 1))
-    p_mixup = p_plain + TRUE_DIFFERENCE + rng.uniform(-0.03, 0.03, (sims, n, 1)) + image_effect
-    uniform = rng.random((sims, n, images))
-    other = uniform if coupling == "shared" else rng.random((sims, n, images))
-    delta = (other < p_mixup).astype(np.int8) - (uniform < p_plain)
-    values = delta.mean(axis=-1)
-    covered = []
-    for low, high in (
-        _two_level_interval(values, delta.mean(axis=-2), 0.95),
-        _seed_interval(values, 0.95),
-    ):
-        covered.append(float(np.mean((low <= TRUE_DIFFERENCE) & (TRUE_DIFFERENCE <= high))))
-    return covered[0], covered[1]
-
-
-@pytest.mark.parametrize("noise", ["normal", "t3"])
-def test_the_seed_only_interval_covers_the_true_difference_at_least_93_percent(noise):
-    """Rule: nominal 95% seed-only intervals cover the true mean in >= 93% of studies, n = 3-30.
-
-    A z interval (81% at n = 3) or a percentile bootstrap over 3 seeds would fail this; the old
-    BCa bootstrap under-covered at 10-15 pairs.
-    """
-    rng = np.random.default_rng(20240611)
-    coverage = {n: seed_only_coverage(noise, n, 4000, rng) for n in (3, 5, 10, 15, 30)}
-    assert min(coverage.values()) >= 0.93, coverage
-
-
-@pytest.mark.parametrize(
-    "coupling, image_spread", [("shared", 0.2), ("independent", 0.2), ("shared", 0.0)]
-)
-def test_the_two_level_interval_covers_the_expectation_over_seeds_and_images(
-    coupling, image_spread
-):
-    """Rule: with seed and image noise, the two-level interval covers E[δ] in >= 93% at n = 3, 10.
-
-    The images are shared by every pair, so the seed-only interval misses their noise (89% at
-    n = 10 with shared draws); dropping the seed term instead fails the image_spread=0 case.
-    """
-    rng = np.random.default_rng(7)
-    coverage = {n: two_level_coverage(coupling, image_spread, n, 1000, rng)[0] for n in (3, 10)}
-    assert min(coverage.values()) >= 0.93, coverage
-
-
 # ---- ties, epochs, failures ----------------------------------------------------------------------
 
 
@@ -213,31 +142,32 @@ def moved_one_image(images: int = 450) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_pairs_that_moved_by_the_same_amount_get_no_zero_width_interval():
-    """Rule: no spread between seeds gives a NaN seed-only interval and a note, never zero width.
+    """Rule: no spread between pairs gives a NaN interval and a note, never zero width.
 
     Two pairs that each moved the same 1 of 450 images: the old code returned ci_low == ci_high.
-    The exact sign-flip p over n = 2 is 0.5 (flips +,+ and -,- are as extreme as observed).
     """
     trials, epochs, predictions = from_correct(moved_one_image(), moved_one_image())
-    seeds_only = row_of(compare(trials, epochs), "primary")
-    assert np.isnan(seeds_only["ci_low"]) and np.isnan(seeds_only["ci_high"])
-    assert "no spread between seeds" in seeds_only["ci_note"]
-    assert seeds_only["p_value"] == 0.5 and seeds_only["diff"] == pytest.approx(1 / 450)
+    replicates_only = row_of(compare(trials, epochs), "primary")
+    assert np.isnan(replicates_only["ci_low"]) and np.isnan(replicates_only["ci_high"])
+    assert replicates_only["ci_note"].startswith("no spread between pairs")
+    assert np.isnan(replicates_only["p_value"])
+    assert replicates_only["diff"] == pytest.approx(1 / 450)
 
-    # With predictions the image noise gives a real width: the interval holds 0, as p = 0.5 says.
+    # With predictions the image noise gives a real width: these 450 images could have been
+    # others, on which MixUp changes nothing. The interval holds 0, and so p > 0.05.
     two_level = row_of(compare(trials, epochs, predictions), "primary")
     assert two_level["ci_method"] == TWO_LEVEL
-    assert two_level["ci_low"] < 0 < two_level["ci_high"] and two_level["p_value"] == 0.5
-    assert np.isnan(two_level["seed_ci_low"]) and "validation images" in two_level["ci_note"]
+    assert two_level["ci_low"] < 0 < two_level["ci_high"] and two_level["p_value"] > 0.05
+    assert np.isnan(two_level["replicate_ci_low"])
 
 
 def test_pairs_that_changed_the_same_images_the_same_way_get_no_interval_at_all():
-    """Rule: with no spread between seeds nor images, even the two-level interval is NaN."""
+    """Rule: with no spread between pairs nor images, even the two-level interval is NaN."""
     plain = np.zeros(450, dtype=bool)
     trials, epochs, predictions = from_correct((plain, plain), (plain, plain))
     row = row_of(compare(trials, epochs, predictions), "primary")
     assert np.isnan(row["ci_low"]) and row["ci_note"].startswith("no spread")
-    assert row["diff"] == 0 and row["p_value"] == 1.0
+    assert row["diff"] == 0 and np.isnan(row["p_value"])
 
 
 def test_a_pair_stopped_early_is_compared_at_the_last_epoch_both_arms_ran():
@@ -296,7 +226,7 @@ def test_the_sensitivity_row_scores_each_failed_arm_at_chance_against_the_other_
     # Seed 0: +0.02; seed 1: 0.1 - 0.91 (plain's last epoch); seed 2: 0.95 (epoch 4) - 0.1.
     assert row["n_pairs"] == 3 and row["n_seeds"] == 3
     assert row["diff"] == pytest.approx((0.02 - 0.81 + 0.85) / 3)
-    assert np.isfinite(row["ci_low"]) and row["ci_low"] == row["seed_ci_low"]
+    assert np.isfinite(row["ci_low"]) and row["ci_low"] == row["replicate_ci_low"]
 
 
 # ---- multiplicity, clustering, repeats -----------------------------------------------------------
@@ -327,35 +257,67 @@ def test_exploratory_rows_carry_holm_p_across_architectures_and_pooled_rows_thei
     np.testing.assert_array_equal(shared["p_holm"], shared["p_value"])
 
 
-def test_pooled_rows_use_one_cluster_per_seed():
-    """Rule: pairs sharing a seed across architectures are one cluster: n is the number of seeds.
+def test_a_grid_is_stratified_by_cell_with_welch_satterthwaite_degrees_of_freedom():
+    """Rule: on an equal-variance 9 x 3 grid the primary row's replicate part has 18 df, not the
+    number of seeds minus one (the old code's 2), and its interval is the stratified t interval."""
+    pairs = []
+    for cell in range(9):
+        centre = 0.001 * cell
+        diffs = [centre - 0.004, centre, centre + 0.004]  # every cell's variance 1.6e-5
+        pairs += seeds_with_diffs(diffs, architecture=f"cell{cell}")
+    row = row_of(compare(*make_tables(*pairs)), "primary")
+    assert row["n_pairs"] == 27 and row["n_strata"] == 9
+    assert row["df"] == pytest.approx(18)
+    half_width = stats.t.ppf(0.975, df=18) * np.sqrt(9 * 1.6e-5 / (81 * 3))
+    assert row["diff"] == pytest.approx(0.004)
+    assert [row["ci_low"], row["ci_high"]] == pytest.approx(
+        [0.004 - half_width, 0.004 + half_width]
+    )
 
-    The old code counted 6 independent pairs here.
-    """
+
+def test_random_configurations_are_pooled_as_one_sample_and_have_no_per_architecture_rows():
+    """Rule: with design="random" the primary row is the plain mean over pairs (n - 1 df) and the
+    exploratory rows are left to the per-key dependence table (no row per configuration)."""
+    pairs = [
+        Pair([0.9], [0.9 + d], seed=0, architecture=f"lr={lr}")
+        for d, lr in zip([0.01, 0.03, -0.01, 0.02], [0.1, 0.2, 0.3, 0.4], strict=True)
+    ]
+    table = compare(*make_tables(*pairs), design="random")
+    row = row_of(table, "primary")
+    assert row["n_pairs"] == 4 and row["n_strata"] == 1 and row["df"] == pytest.approx(3)
+    assert row["diff"] == pytest.approx(0.0125) and np.isfinite(row["ci_low"])
+    assert not (table["role"] == "exploratory").any()
+    assert "per key" in format_comparison(table)
+
+
+def test_old_runs_whose_cells_shared_each_seed_are_analysed_as_seed_clusters():
+    """Rule: design="clusters" (runs made before pairs were independent) makes each seed one
+    cluster: n is the number of seeds, and ci_method says so."""
     pairs = (
         seeds_with_diffs([0.01, 0.03], "a")
         + seeds_with_diffs([0.02, 0.02], "b")
         + seeds_with_diffs([0.03, 0.04], "c")
     )
-    table = compare(*make_tables(*pairs))
+    table = compare(*make_tables(*pairs), design="clusters")
     row = row_of(table, "primary")
-    assert row["n_pairs"] == 6 and row["n_seeds"] == 2
+    assert row["n_pairs"] == 6 and row["n_seeds"] == 2 and row["df"] == pytest.approx(1)
     clusters = np.array([0.02, 0.03])  # per seed, the mean over the three architectures
     half_width = stats.t.ppf(0.975, df=1) * clusters.std(ddof=1) / np.sqrt(2)
     assert row["diff"] == pytest.approx(0.025)
-    assert row["seed_ci_high"] == pytest.approx(0.025 + half_width)
-    assert row_of(table, "exploratory", architecture="b")["n_seeds"] == 2
+    assert row["ci_high"] == pytest.approx(0.025 + half_width)
+    assert row["ci_method"].startswith("seed clusters")
 
 
-def test_repeated_configurations_are_separate_pairs_averaged_within_their_seed():
+def test_repeated_configurations_are_separate_replicates():
     """Rule: each pair_id is its own pair even when architecture and seed repeat (no crash).
 
     The old code raised "several trials share (architecture, config/seed, config/mixup)".
     """
     pairs = seeds_with_diffs([0.01]) + seeds_with_diffs([0.03]) + seeds_with_diffs([0.05], start=1)
     row = row_of(compare(*make_tables(*pairs)), "exploratory", architecture="base")
-    assert row["n_pairs"] == 3 and row["n_seeds"] == 2
-    assert row["diff"] == pytest.approx((0.02 + 0.05) / 2)
+    assert row["n_pairs"] == 3 and row["diff"] == pytest.approx(0.03)
+    old = row_of(compare(*make_tables(*pairs), design="clusters"), "primary")
+    assert old["diff"] == pytest.approx((0.02 + 0.05) / 2)
 
 
 def test_a_pair_needs_exactly_one_plain_and_one_mixup_arm():
@@ -367,69 +329,49 @@ def test_a_pair_needs_exactly_one_plain_and_one_mixup_arm():
         compare(trials.assign(arm="plain", **{"config/mixup": False}), epochs)
 
 
-# ---- p-value -------------------------------------------------------------------------------------
+# ---- p-value ------------------------------------------------------------------------------------
 
 
-def test_the_sign_flip_p_value_is_exact_for_a_few_seeds():
-    """Rule: for n <= 16 p is the share of all 2**n sign flips with |sum| >= |observed sum|."""
-    # 1, 2, 3, -1 (sum 5): |7 - 2F| >= 5 for flipped subsets of sum F <= 1 or F >= 6: 6 of 16.
-    assert _sign_flip_p_value(np.array([1, 2, 3, -1]) / 1000, seed=0) == 6 / 16
-    assert _sign_flip_p_value(np.array([1, 2, 3, 4]) / 1000, seed=0) == 2 / 16
-    assert _sign_flip_p_value(np.array([0.0, 0.01]), seed=0) == 1.0  # a zero stays in
-    assert _sign_flip_p_value(np.array([0.02]), seed=0) == 1.0
-    assert np.isnan(_sign_flip_p_value(np.array([]), seed=0))
-
-
-def test_the_exact_sign_flip_p_value_agrees_with_scipy_permutation_test():
-    """Rule: the exact path equals scipy.stats.permutation_test's sign flips (no ties here)."""
-    values = np.random.default_rng(5).normal(0.3, 1.0, size=9)
-    expected = stats.permutation_test(
-        (values,),
-        lambda x, axis: x.mean(axis=axis),
-        permutation_type="samples",
-        n_resamples=np.inf,
-        alternative="two-sided",
-    ).pvalue
-    assert _sign_flip_p_value(values, seed=0) == pytest.approx(expected)
-
-
-def test_the_monte_carlo_p_value_is_reproducible_and_close_to_the_exact_one():
-    """Rule: above 16 seeds p is (hits + 1) / (draws + 1) from a seeded generator: the same for
-    the same seed, and within Monte Carlo error of the exact p (here by convolution)."""
-    units = np.arange(1, 21) * np.where(np.isin(np.arange(20), [2, 6, 9, 13, 17]), -1, 1)
-    null = np.zeros(2 * np.abs(units).sum() + 1)
-    null[np.abs(units).sum()] = 1.0
-    for unit in np.abs(units):  # the distribution of sum(± unit), one seed at a time
-        null = (np.roll(null, unit) + np.roll(null, -unit)) / 2
-    sums = np.arange(len(null)) - np.abs(units).sum()
-    exact = null[np.abs(sums) >= abs(units.sum())].sum()
-    p = _sign_flip_p_value(units / 1000, seed=3)
-    assert p == _sign_flip_p_value(units / 1000, seed=3)
-    assert 0.01 < exact < 0.5 and abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / 20_000)
+def test_p_below_five_percent_exactly_when_the_95_percent_interval_excludes_zero():
+    """Rule: the p-value tests what the interval estimates (the same t statistic and df), so the
+    two never disagree; the old sign-flip p could be 0.25 beside an interval without 0."""
+    rng = np.random.default_rng(3)
+    agree = []
+    for study in range(40):
+        diffs = rng.normal(0.01 * (study % 4), 0.01, size=6)
+        pairs = seeds_with_diffs(diffs[:3], "a") + seeds_with_diffs(diffs[3:], "b")
+        row = row_of(compare(*make_tables(*pairs)), "primary")
+        excludes = row["ci_low"] > 0 or row["ci_high"] < 0
+        agree.append(excludes == (row["p_value"] < 0.05))
+    assert all(agree)
 
 
 # ---- table, two-level interval, correlation ------------------------------------------------------
 
 
-def test_the_two_level_interval_is_mean_plus_minus_t_times_both_variances():
-    """Rule: ci = mean ± t(n-1) sqrt(s²_seeds / n + s²_images / m), from the predictions."""
+def test_the_two_level_interval_counts_the_pair_by_image_residual_once():
+    """Rule: ci = mean ± t(df) sqrt(s²_pairs / n + (s²_images − MS_residual / n) / m), with
+    Welch-Satterthwaite df; the old interval added s²_images / m whole (the residual twice)."""
     rng = np.random.default_rng(11)
     arms = [(rng.random(60) < 0.7, rng.random(60) < 0.75) for _ in range(3)]
     trials, epochs, predictions = from_correct(*arms)
     row = row_of(compare(trials, epochs, predictions, confidence=0.9), "primary")
     delta = np.array([mixup.astype(float) - plain for plain, mixup in arms])
-    values = delta.mean(axis=1)
-    variance = values.var(ddof=1) / 3 + delta.mean(axis=0).var(ddof=1) / 60
-    half_width = stats.t.ppf(0.95, df=2) * np.sqrt(variance)
+    values, columns = delta.mean(axis=1), delta.mean(axis=0)
+    residual = delta - values[:, None] - columns[None, :] + delta.mean()
+    mean_square = np.square(residual).sum() / (2 * 59)
+    replicate = values.var(ddof=1) / 3
+    image = max(columns.var(ddof=1) - mean_square / 3, 0) / 60
+    df = (replicate + image) ** 2 / (replicate**2 / 2 + image**2 / 59)
+    half_width = stats.t.ppf(0.95, df=df) * np.sqrt(replicate + image)
     assert row["ci_method"] == TWO_LEVEL and row["diff"] == pytest.approx(values.mean())
+    assert row["df"] == pytest.approx(df)
     assert [row["ci_low"], row["ci_high"]] == pytest.approx(
         [values.mean() - half_width, values.mean() + half_width]
     )
     mixed = row_of(compare(trials, epochs, predictions), "pooled", "val_mixed_acc")
-    assert (
-        mixed["ci_method"].startswith("paired t over seeds")
-        and mixed["ci_low"] == mixed["seed_ci_low"]
-    )
+    assert mixed["ci_method"].startswith("t over replicates")
+    assert mixed["ci_low"] == mixed["replicate_ci_low"]
 
 
 def test_arm_correlation_is_pearson_across_pairs_and_nan_below_three_pairs():
@@ -506,18 +448,18 @@ def test_the_text_starts_with_the_primary_result_and_its_interval():
     primary = row_of(table, "primary")
     assert first.startswith("Primary result (fixed in advance): val_acc, MixUp − plain")
     assert f"[95% {primary['ci_low']:+.4f}, {primary['ci_high']:+.4f}]" in first
-    assert "seeds and validation images" in first and f"p = {primary['p_value']:.3g}" in first
+    assert "replicates and validation images" in first and f"p = {primary['p_value']:.3g}" in first
     assert "Exploratory" in text and "selected on the same validation images" in text
 
 
-def test_the_text_asks_for_more_seeds_when_there_is_one_and_shows_failures():
-    """Rule: one seed gives no interval and a message to run --seeds 3; failures are listed."""
+def test_the_text_asks_for_more_replicates_when_there_is_one_pair_and_shows_failures():
+    """Rule: one pair gives no interval and a message to run more replicates; failures listed."""
     trials, epochs = make_tables(
         Pair([0.9], [0.91]),
         Pair([0.9], [0.5], seed=0, architecture="b", status=("TERMINATED", "ERROR")),
     )
     text = format_comparison(compare(trials, epochs))
-    assert "[no 95% interval: one seed: run --seeds 3 or more]" in text.splitlines()[0]
+    assert "[no 95% interval: one pair: no interval (run more replicates" in text.splitlines()[0]
     assert "mixup 1 ERROR, 0 DIVERGED" in text
 
 

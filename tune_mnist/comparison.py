@@ -2,10 +2,14 @@
 
 One Ray Tune trial trains both arms of a pair, plain and MixUp, from the same initial weights on
 the same batches. Each pair is compared at its *compared epoch*, the last epoch both arms ran.
-The primary result is the mean of ``mixup - plain`` in ``val_acc`` there, pooled over every
-architecture, with an interval over seeds and validation images and a sign-flip permutation
-p-value. Pairs that share a seed are one cluster; per-architecture rows are exploratory (Holm);
-failed arms are counted, and scored at chance in a sensitivity row.
+Every pair is an independent replicate (its seed comes from the run's seed, its configuration and
+its replicate number), so the pair is the statistical unit. The primary result is MixUp − plain
+in ``val_acc`` there: for a grid, the mean over the grid's cells of each cell's mean over its
+replicates; for configurations drawn at random, the mean over pairs. Its interval carries the
+replicates' noise and the shared validation images' noise once each (`tune_mnist.estimates`), and
+its p-value comes from the same t statistic. Per-architecture rows are exploratory (Holm); failed
+arms are counted, and scored at chance in a sensitivity row. Runs made before pairs were
+independent (one seed shared by every cell) are analysed with each seed as one cluster.
 
 >>> import pandas as pd
 >>> trials = pd.DataFrame({
@@ -15,8 +19,10 @@ failed arms are counted, and scored at chance in a sensitivity row.
 >>> epochs = pd.DataFrame({"trial_id": trials["trial_id"], "epoch": 5,
 ...                        "val_acc": [0.90, 0.92, 0.91, 0.92]})
 >>> row = compare(trials, epochs).iloc[0]  # the primary row: val_acc, pooled
->>> print(row["n_seeds"], row["plain"], row["mixup"], row["diff"], row["p_value"])
-2 0.905 0.92 0.015 0.5
+>>> print(row["n_pairs"], row["plain"], row["mixup"], row["diff"], row["df"])
+2 0.905 0.92 0.015 1.0
+>>> print(round(row["p_value"], 3))  # t with 1 df: the statistic of the interval
+0.205
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tune_mnist.estimates import paired_estimate
 from tune_mnist.metrics import CHANCE_ACCURACY
 from tune_mnist.space import ARMS, POOLED
 
-__all__ = ["compare", "format_comparison", "holm", "pair_values"]
+__all__ = ["DESIGNS", "compare", "format_comparison", "holm", "pair_values", "paired_estimate"]
 
 METRICS = ("val_acc", "val_mixed_acc", "val_ece")
 PRIMARY_METRIC = "val_acc"
@@ -39,20 +45,22 @@ FAILED = ("ERROR", "DIVERGED")
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 STATUSES = ("TERMINATED", *FAILED, *UNFINISHED)
 # Differences are rounded to 1e-9, far below an accuracy step (1 / n_val), so that float noise
-# cannot make equal differences unequal: ties stay ties in the interval and the permutation test.
+# cannot make equal differences unequal (no spread where every pair moved the same).
 DECIMALS = 9
-MAX_EXACT_SEEDS = 16  # 2**16 sign flips are enumerated; beyond, Monte Carlo
-MONTE_CARLO_FLIPS = 20_000
-TWO_LEVEL = "two-level t (seeds, validation images)"
-SEEDS_ONLY = "paired t over seeds"
-ONE_SEED = "one seed: run --seeds 3 or more"
+# How the pairs are pooled: "grid" stratifies by the grid's cells (the architecture label),
+# "random" takes the plain mean over pairs whose configurations were drawn at random, "clusters"
+# is for runs whose cells shared each seed (made before pairs were independent replicates).
+DESIGNS = ("grid", "random", "clusters")
+TWO_LEVEL = "t (replicates and validation images, Welch-Satterthwaite df)"
+REPLICATES_ONLY = "t over replicates"
+CLUSTERS = "seed clusters (cells shared each seed in this run): t"
 
 COLUMNS: dict[str, type] = {
     "metric": str, "role": str, "architecture": str,
-    "n_pairs": np.int64, "n_seeds": np.int64,
+    "n_pairs": np.int64, "n_seeds": np.int64, "n_strata": np.int64,
     "plain": np.float64, "mixup": np.float64, "diff": np.float64,
-    "ci_low": np.float64, "ci_high": np.float64, "ci_method": str,
-    "seed_ci_low": np.float64, "seed_ci_high": np.float64, "ci_note": str,
+    "ci_low": np.float64, "ci_high": np.float64, "df": np.float64, "ci_method": str,
+    "replicate_ci_low": np.float64, "replicate_ci_high": np.float64, "ci_note": str,
     "p_value": np.float64, "p_holm": np.float64, "arm_correlation": np.float64,
     "n_error_plain": np.int64, "n_error_mixup": np.int64,
     "n_diverged_plain": np.int64, "n_diverged_mixup": np.int64, "n_unfinished": np.int64,
@@ -65,25 +73,31 @@ def compare(
     epochs: pd.DataFrame,
     val_predictions: pd.DataFrame | None = None,
     *,
+    design: str = "grid",
     confidence: float = 0.95,
-    seed: int = 0,
+    estimand: str = "",
 ) -> pd.DataFrame:
     """MixUp minus plain at each pair's compared epoch: one row per (metric, row), long format.
 
     ``trials`` has one row per arm (``trial_id``, ``pair_id``, ``arm``, ``status``,
     ``architecture``, ``config/seed``, optional ``best_<metric>``); ``epochs`` one row per arm
     per epoch (``trial_id``, ``epoch``, ``val_acc``, ...); ``val_predictions`` (optional) the
-    predicted and true class of every validation image per arm and epoch, which the headline
-    interval of ``val_acc`` needs. Rows: the primary row (``val_acc``, pooled), the pooled rows of
-    the other metrics, the sensitivity row, then the exploratory per-architecture rows, metric by
-    metric. ``seed`` drives the Monte Carlo permutation test (more than 16 seeds).
+    predicted and true class of every validation image per arm and epoch, which the image part
+    of the ``val_acc`` intervals needs. ``design`` is one of `DESIGNS`; ``estimand`` (shown in
+    the text) says what the primary result estimates under the run's scheduler and searcher.
+    Rows: the primary row (``val_acc``, pooled), the pooled rows of the other metrics, the
+    sensitivity row, then the exploratory per-architecture rows, metric by metric (none for
+    random configurations: their exploratory table is per key, `tune_mnist.dependence`).
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     _check_input(trials, epochs)
     pairs = _pairs(trials, epochs)
+    pairs["stratum"] = POOLED if design == "random" else pairs["architecture"]
     deltas, no_images = _image_deltas(pairs, val_predictions)
-    options = dict(deltas=deltas, no_images=no_images, confidence=confidence, seed=seed)
+    options = dict(deltas=deltas, no_images=no_images, confidence=confidence, design=design)
     roles = {metric: "pooled" for metric in METRICS} | {PRIMARY_METRIC: "primary"}
     rows = [
         _row(metric, roles[metric], POOLED, pairs, _sample(pairs, metric), **options)
@@ -91,7 +105,7 @@ def compare(
     ]
     sensitivity = _sensitivity_sample(pairs)
     rows.append(_row(PRIMARY_METRIC, "sensitivity", SENSITIVITY, pairs, sensitivity, **options))
-    for metric in METRICS:
+    for metric in METRICS if design != "random" else ():
         exploratory = [
             _row(metric, "exploratory", label, group, _sample(group, metric), **options)
             for label, group in pairs.groupby("architecture", sort=True)
@@ -102,7 +116,7 @@ def compare(
             row["p_holm"] = adjusted
         rows += exploratory
     table = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
-    table.attrs["confidence"] = confidence
+    table.attrs.update(confidence=confidence, design=design, estimand=estimand)
     return table
 
 
@@ -183,6 +197,7 @@ def _pairs(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     arms = {arm: trials[trials["arm"] == arm].set_index("pair_id") for arm in ARMS}
     pairs = arms["plain"][["architecture", "config/seed"]].rename(columns={"config/seed": "seed"})
     pairs["architecture"] = pairs["architecture"].astype(str)
+    pairs["stratum"] = pairs["architecture"]
     for arm, table in arms.items():
         pairs[f"trial_{arm}"] = table["trial_id"]
         pairs[f"status_{arm}"] = table["status"]
@@ -247,7 +262,7 @@ def _image_deltas(
     """δ[pair, image] = correct_mixup − correct_plain at the compared epoch, for used pairs.
 
     Pairs whose predictions miss an image (or are absent) are left out, and a row that needs
-    them falls back to the seed-only interval. The second value says why there is no table.
+    them falls back to the replicate-only interval. The second value says why there is no table.
     """
     if val_predictions is None:
         return None, "no val_predictions"
@@ -271,6 +286,7 @@ def _sample(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
     sample = pd.DataFrame(
         {
             "seed": used["seed"],
+            "stratum": used["stratum"],
             "plain": used[f"{metric}_plain"],
             "mixup": used[f"{metric}_mixup"],
             "best_plain": used[f"best_{metric}_plain"],
@@ -293,12 +309,14 @@ def _sensitivity_sample(pairs: pd.DataFrame) -> pd.DataFrame:
         scored = pairs[failed[arm] & finished]
         part = pd.DataFrame(index=scored.index)
         part["seed"] = scored["seed"]
+        part["stratum"] = scored["stratum"]
         part[arm] = part[f"best_{arm}"] = CHANCE_ACCURACY
         part[other] = scored[f"last_val_acc_{other}"]
         part[f"best_{other}"] = scored[f"best_val_acc_{other}"]
         parts.append(part)
     sample = pd.concat(parts)[parts[0].columns]
-    return sample.astype(np.float64).astype({"seed": np.int64})
+    numbers = ["plain", "mixup", "best_plain", "best_mixup"]
+    return sample.astype({c: np.float64 for c in numbers} | {"seed": np.int64})
 
 
 def _row(
@@ -311,59 +329,77 @@ def _row(
     deltas: pd.DataFrame | None,
     no_images: str,
     confidence: float,
-    seed: int,
+    design: str,
 ) -> dict[str, object]:
     """One row of the table: ``sample`` holds the compared pairs, ``pairs`` the pairs to count."""
     images = None
     if metric != PRIMARY_METRIC:
-        method = f"{SEEDS_ONLY}: validation images are kept for val_acc only"
+        method = f"{REPLICATES_ONLY}: validation images are kept for val_acc only"
     elif role == "sensitivity":
-        method = f"{SEEDS_ONLY}: failed arms have no predictions"
+        method = f"{REPLICATES_ONLY}: failed arms have no predictions"
     elif deltas is None or not sample.index.isin(deltas.index).all():
-        method = f"{SEEDS_ONLY}: {no_images}"
+        method = f"{REPLICATES_ONLY}: {no_images}"
     else:
         method, images = TWO_LEVEL, deltas.loc[sample.index]
+    if design == "clusters":
+        method = f"{CLUSTERS} ({method})"
     row: dict[str, object] = {"metric": metric, "role": role, "architecture": architecture}
-    row.update(_summary(sample, images, confidence=confidence, seed=seed))
+    row.update(_summary(sample, images, confidence=confidence, clusters=design == "clusters"))
     row.update(ci_method=method, p_holm=row["p_value"], **_failures(pairs))
     return row
 
 
 def _summary(
-    sample: pd.DataFrame, images: pd.DataFrame | None, *, confidence: float, seed: int
+    sample: pd.DataFrame, images: pd.DataFrame | None, *, confidence: float, clusters: bool
 ) -> dict[str, object]:
-    """The numbers of a row. Each seed is one cluster: the mean of its pairs' differences.
-
-    Arm and best-epoch means are means over the clusters too, so ``mixup - plain == diff``.
-    """
-    with_diff = sample.assign(diff=sample["mixup"] - sample["plain"])
-    clusters = with_diff.groupby("seed").mean()
-    values = clusters["diff"].round(DECIMALS).to_numpy(dtype=np.float64)
-    means = clusters.mean()
-    seed_low, seed_high = _seed_interval(values, confidence)
-    image_means = None
-    low, high = seed_low, seed_high
+    """The numbers of a row. Units are pairs, or seed clusters (the mean of a seed's pairs) in a
+    run whose cells shared each seed; arm means are unit means stratified the same way, so
+    ``mixup - plain == diff``."""
+    units = sample.assign(diff=sample["mixup"] - sample["plain"])
+    if clusters:
+        units = units.groupby("seed").mean(numeric_only=True).assign(stratum=POOLED)
+        if images is not None:
+            images = images.groupby(sample["seed"]).mean().loc[units.index]
+    values = units["diff"].round(DECIMALS).to_numpy(dtype=np.float64)
+    strata = units["stratum"].to_numpy(dtype=str)
+    full = paired_estimate(values, strata, _rounded(images), confidence=confidence)
+    replicate = full
     if images is not None:
-        per_image = images.groupby(sample["seed"]).mean().mean()
-        image_means = per_image.round(DECIMALS).to_numpy(dtype=np.float64)
-        low, high = _two_level_interval(values, image_means, confidence)
+        replicate = paired_estimate(values, strata, confidence=confidence)
+    means = _stratified_means(units, strata if full.n_strata > 1 else None)
     return {
         "n_pairs": len(sample),
-        "n_seeds": len(values),
+        "n_seeds": sample["seed"].nunique(),
+        "n_strata": full.n_strata,
         "plain": means["plain"],
         "mixup": means["mixup"],
-        "diff": round(float(values.mean()), DECIMALS) if len(values) else np.nan,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "seed_ci_low": float(seed_low),
-        "seed_ci_high": float(seed_high),
-        "ci_note": _interval_note(values, image_means),
-        "p_value": _sign_flip_p_value(values, seed=seed),
-        "arm_correlation": _correlation(sample["plain"], sample["mixup"]),
+        "diff": round(full.diff, DECIMALS) if np.isfinite(full.diff) else np.nan,
+        "ci_low": full.ci_low,
+        "ci_high": full.ci_high,
+        "df": full.df,
+        "replicate_ci_low": replicate.ci_low,
+        "replicate_ci_high": replicate.ci_high,
+        "ci_note": full.note,
+        "p_value": full.p_value,
+        "arm_correlation": _correlation(units["plain"], units["mixup"]),
         "best_plain": means["best_plain"],
         "best_mixup": means["best_mixup"],
         "best_diff": means["best_mixup"] - means["best_plain"],
     }
+
+
+def _rounded(images: pd.DataFrame | None) -> np.ndarray | None:
+    return None if images is None else images.to_numpy(dtype=np.float64).round(DECIMALS)
+
+
+def _stratified_means(units: pd.DataFrame, strata: np.ndarray | None) -> pd.Series:
+    """Column means over units, as the estimate pools them: the mean of the strata's means."""
+    columns = ["plain", "mixup", "best_plain", "best_mixup"]
+    if not len(units):
+        return pd.Series(np.nan, index=columns)
+    if strata is None:
+        return units[columns].mean()
+    return units[columns].groupby(strata).mean().mean()
 
 
 def _failures(pairs: pd.DataFrame) -> dict[str, int]:
@@ -383,105 +419,6 @@ def _correlation(plain: pd.Series, mixup: pd.Series) -> float:
     return float(np.corrcoef(plain, mixup)[0, 1])
 
 
-def _interval_note(values: np.ndarray, image_means: np.ndarray | None) -> str:
-    """Why an interval is missing or comes from one noise source only; empty when neither."""
-    if len(values) == 0:
-        return "no pair compared"
-    if len(values) == 1:
-        return ONE_SEED
-    if np.ptp(values) > 0:
-        return ""
-    if image_means is not None and np.ptp(image_means) > 0:
-        return (
-            "no spread between seeds (every pair moved by the same amount): no seed-only "
-            "interval; the two-level width comes from the validation images alone"
-        )
-    return "no spread between seeds: every pair moved by the same amount"
-
-
-# ---- intervals and p-value -----------------------------------------------------------------------
-# Both intervals work on the last axis, so the coverage simulations in the tests call them on
-# thousands of simulated studies at once.
-
-
-def _seed_interval(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Paired t interval for the mean of the cluster values over the last axis.
-
-    NaN below 2 values, and NaN rather than zero width when the values have no spread: equal
-    accuracy steps of 1 / n_val are common and say nothing about the seed-to-seed variation.
-    No BCa bootstrap: it under-covered at 10-15 pairs; t stays near nominal (see the tests).
-    """
-    n = values.shape[-1]
-    if n < 2:
-        return _nan(values), _nan(values)
-    variance = values.var(axis=-1, ddof=1) / n
-    return _t_interval(values, variance, np.ptp(values, axis=-1) > 0, confidence)
-
-
-def _two_level_interval(
-    values: np.ndarray, image_means: np.ndarray, confidence: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """t interval with both noise sources: seeds (``values``, n clusters) and validation images.
-
-    ``image_means[i]`` is δ[p, i] = correct_mixup − correct_plain averaged over the clusters.
-    """
-    # Why this formula: with δ[p, i] = effect + seed part + image part + noise, the mean over n
-    # clusters and m shared images has variance σ²_seeds / n + σ²_images / m (+ noise / nm).
-    # The sample variance of the n cluster values estimates σ²_seeds + noise / m, that of the m
-    # image means σ²_images + noise / n, so s²_seeds / n + s²_images / m covers all three (the
-    # small noise term twice: slightly conservative). It is what a two-level bootstrap (resample
-    # seeds, then images) estimates, in closed form; a percentile bootstrap over 3 seed
-    # clusters under-covers, and t with n − 1 degrees of freedom keeps the seeds' uncertainty.
-    n, m = values.shape[-1], image_means.shape[-1]
-    if n < 2 or m < 2:
-        return _nan(values), _nan(values)
-    variance = values.var(axis=-1, ddof=1) / n + image_means.var(axis=-1, ddof=1) / m
-    spread = (np.ptp(values, axis=-1) > 0) | (np.ptp(image_means, axis=-1) > 0)
-    return _t_interval(values, variance, spread, confidence)
-
-
-def _t_interval(
-    values: np.ndarray, variance: np.ndarray, spread: np.ndarray, confidence: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """mean ± t(n − 1) · sqrt(variance), NaN where there is no spread to measure noise with."""
-    quantile = stats.t.ppf((1 + confidence) / 2, df=values.shape[-1] - 1)
-    half_width = np.where(spread, quantile * np.sqrt(variance), np.nan)
-    mean = values.mean(axis=-1)
-    return mean - half_width, mean + half_width
-
-
-def _nan(values: np.ndarray) -> np.ndarray:
-    return np.full(values.shape[:-1], np.nan)
-
-
-def _sign_flip_p_value(values: np.ndarray, *, seed: int) -> float:
-    """Two-sided p of the mean cluster difference when each cluster's sign is flipped at random.
-
-    Under "MixUp does nothing" the arms of a seed are exchangeable, so each difference is as
-    likely negated. Exact over all 2**n flips for n <= 16, else Monte Carlo with
-    (hits + 1) / (draws + 1). Zero differences stay in: a flip does not change them.
-    Hand-written rather than scipy.stats.permutation_test (scipy 1.17): its two-sided Monte Carlo
-    p doubles the smaller one-sided p instead of counting |mean| >= |observed|, and it compares
-    floats with a relative tolerance; integer units of 1e-9 make ties exact here. The exact path
-    agrees with scipy (tests/test_comparison.py).
-    """
-    n = len(values)
-    if n == 0:
-        return np.nan
-    units = np.round(values * 10**DECIMALS).astype(np.int64)
-    observed = abs(int(units.sum()))
-    if n <= MAX_EXACT_SEEDS:
-        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
-        return float(np.mean(np.abs(signs @ units) >= observed))
-    rng = np.random.default_rng(seed)
-    batch = 1000
-    hits = sum(
-        int(np.count_nonzero(np.abs(rng.choice([-1, 1], size=(batch, n)) @ units) >= observed))
-        for _ in range(MONTE_CARLO_FLIPS // batch)
-    )
-    return (hits + 1) / (MONTE_CARLO_FLIPS + 1)
-
-
 # ---- text ----------------------------------------------------------------------------------------
 
 
@@ -490,12 +427,19 @@ def format_comparison(table: pd.DataFrame) -> str:
     level = table.attrs.get("confidence", 0.95)
     primary = table[table["role"] == "primary"].iloc[0]
     lines = [_primary_line(primary, level)]
+    if table.attrs.get("estimand"):
+        lines.append(f"  It estimates {table.attrs['estimand']}.")
     exploratory = table[(table["role"] == "exploratory") & (table["metric"] == PRIMARY_METRIC)]
     if len(exploratory):
         lines += ["", f"Exploratory, per architecture ({PRIMARY_METRIC}; p Holm-adjusted):"]
         lines += _aligned(exploratory, "architecture", level)
+    elif table.attrs.get("design") == "random":
+        lines += ["", "Exploratory, per key: the dependence table (dependence.parquet)."]
     secondary = table[table["role"].isin(["pooled", "sensitivity"])]
-    lines += ["", "Secondary, pooled (seed-only intervals; sensitivity: failed arms at chance):"]
+    lines += [
+        "",
+        "Secondary, pooled (replicate-only intervals; sensitivity: failed arms at chance):",
+    ]
     labelled = secondary.assign(row=secondary["metric"] + " " + secondary["architecture"])
     lines += _aligned(labelled, "row", level)
     lines += _failure_lines(primary)
@@ -517,34 +461,43 @@ def format_comparison(table: pd.DataFrame) -> str:
 
 def _primary_line(row: pd.Series, level: float) -> str:
     if np.isfinite(row["ci_low"]):
-        sources = "seeds and validation images"
+        sources = "replicates and validation images"
         if row["ci_method"] != TWO_LEVEL:
-            sources = row["ci_method"].replace(SEEDS_ONLY, "seeds only")
-        interval = f"[{level:.0%} {_signed(row['ci_low'])}, {_signed(row['ci_high'])}] ({sources})"
+            sources = row["ci_method"]
+        interval = (
+            f"[{level:.0%} {_signed(row['ci_low'])}, {_signed(row['ci_high'])}] ({sources}; "
+            f"t, {row['df']:.1f} df)"
+        )
     else:
         interval = f"[no {level:.0%} interval: {row['ci_note']}]"
+    cells = f", {row['n_strata']} cells" if row["n_strata"] > 1 else ""
     return (
         f"Primary result (fixed in advance): {row['metric']}, MixUp − plain at the compared epoch, "
-        f"pooled over {row['n_pairs']} pairs ({row['n_seeds']} seed"
-        f"{'' if row['n_seeds'] == 1 else 's'}): {_signed(row['diff'])} "
-        f"{interval}, p = {_p(row['p_value'])} (sign-flip permutation)"
+        f"{row['n_pairs']} pairs{cells}: {_signed(row['diff'])} {interval}, "
+        f"p = {_p(row['p_value'])}"
     )
 
 
 def _aligned(rows: pd.DataFrame, label: str, level: float) -> list[str]:
-    """An aligned text table: the label left, the numbers right."""
+    """An aligned text table: the label left (cut to 40 characters), the numbers right."""
     holm_column = int((rows["role"] == "exploratory").any())
-    header = ["", "pairs", "seeds", "plain", "mixup", "mixup − plain", f"{level:.0%} interval", "p"]
+    header = ["", "pairs", "df", "plain", "mixup", "mixup − plain", f"{level:.0%} interval", "p"]
     cells = [header + ["p Holm"] * holm_column]
     for row in rows.itertuples():
         interval = "-"
         if np.isfinite(row.ci_low):
             interval = f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
         numbers = [_number(row.plain), _number(row.mixup), _signed(row.diff), interval]
-        line = [getattr(row, label), str(row.n_pairs), str(row.n_seeds), *numbers, _p(row.p_value)]
+        degrees = f"{row.df:.1f}" if np.isfinite(row.df) else "-"
+        name = _short_label(str(getattr(row, label)))
+        line = [name, str(row.n_pairs), degrees, *numbers, _p(row.p_value)]
         cells.append(line + [_p(row.p_holm)] * holm_column)
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     return ["  " + "  ".join(_justified(line, widths)) for line in cells]
+
+
+def _short_label(label: str, limit: int = 40) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
 def _justified(line: list[str], widths: list[int]) -> list[str]:
