@@ -36,7 +36,15 @@ from tune_mnist.estimates import paired_estimate
 from tune_mnist.metrics import CHANCE_ACCURACY
 from tune_mnist.space import ARMS, POOLED
 
-__all__ = ["DESIGNS", "compare", "format_comparison", "holm", "pair_values", "paired_estimate"]
+__all__ = [
+    "DESIGNS",
+    "compare",
+    "format_comparison",
+    "holm",
+    "pair_values",
+    "paired_estimate",
+    "with_sequence",
+]
 
 METRICS = ("val_acc", "val_mixed_acc", "val_ece")
 PRIMARY_METRIC = "val_acc"
@@ -54,6 +62,7 @@ DESIGNS = ("grid", "random", "clusters")
 TWO_LEVEL = "t (replicates and validation images, Welch-Satterthwaite df)"
 REPLICATES_ONLY = "t over replicates"
 CLUSTERS = "seed clusters (cells shared each seed in this run): t"
+SEQUENCE = "anytime-valid confidence sequence over rounds (replicates 0.04, images 0.01 of alpha)"
 
 COLUMNS: dict[str, type] = {
     "metric": str, "role": str, "architecture": str,
@@ -118,6 +127,34 @@ def compare(
     table = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
     table.attrs.update(confidence=confidence, design=design, estimand=estimand)
     return table
+
+
+def with_sequence(table: pd.DataFrame, state: dict[str, object]) -> pd.DataFrame:
+    """The table of an until-decided run: the primary row's interval and p-value are the
+    confidence sequence's (``until_decided/sequential.json``, `tune_mnist.rounds`); the fixed-n
+    primary numbers follow as a "descriptive" row, valid only had the number of rounds been
+    fixed."""
+    from tune_mnist.sequential import Decision
+
+    primary = table.index[table["role"] == "primary"][0]
+    descriptive = table.loc[[primary]].assign(role="descriptive")
+    fields = {name: state[name] for name in Decision.__dataclass_fields__}
+    decision = Decision(**fields)  # type: ignore[arg-type]
+    sequence = {
+        "ci_low": decision.low,
+        "ci_high": decision.high,
+        "df": np.nan,
+        "p_value": state["p_value"],
+        "p_holm": state["p_value"],
+        "ci_method": SEQUENCE,
+        "ci_note": "until decided: " + decision.describe(),
+    }
+    for column, value in sequence.items():
+        table.loc[primary, column] = value
+    head, tail = table.loc[:primary], table.loc[primary + 1 :]
+    combined = pd.concat([head, descriptive, tail], ignore_index=True).astype(COLUMNS)
+    combined.attrs = {**table.attrs, "decision": decision.describe()}
+    return combined
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -427,6 +464,11 @@ def format_comparison(table: pd.DataFrame) -> str:
     level = table.attrs.get("confidence", 0.95)
     primary = table[table["role"] == "primary"].iloc[0]
     lines = [_primary_line(primary, level)]
+    if table.attrs.get("decision"):
+        lines.append(f"  Until decided, {table.attrs['decision']}.")
+        descriptive = table[table["role"] == "descriptive"]
+        lines += ["  Fixed-n numbers (descriptive only: the number of rounds was not fixed):"]
+        lines += _aligned(descriptive.assign(row="val_acc all"), "row", level)
     if table.attrs.get("estimand"):
         lines.append(f"  It estimates {table.attrs['estimand']}.")
     exploratory = table[(table["role"] == "exploratory") & (table["metric"] == PRIMARY_METRIC)]
@@ -460,7 +502,10 @@ def format_comparison(table: pd.DataFrame) -> str:
 
 
 def _primary_line(row: pd.Series, level: float) -> str:
-    if np.isfinite(row["ci_low"]):
+    if row["ci_method"] == SEQUENCE:
+        low, high = (f"{x:+.4f}" if np.isfinite(x) else f"{x:+}" for x in (row.ci_low, row.ci_high))
+        interval = f"[{level:.0%} {low}, {high}] ({SEQUENCE})"
+    elif np.isfinite(row["ci_low"]):
         sources = "replicates and validation images"
         if row["ci_method"] != TWO_LEVEL:
             sources = row["ci_method"]

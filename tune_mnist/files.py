@@ -38,6 +38,11 @@ TEST_EVAL_FILE = "test_eval.parquet"
 CONFUSION_FILE = "confusion.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 MANIFEST_FILE = "run_manifest.json"
+# The until-decided search's confidence sequence, round by round (tune_mnist.rounds). In a folder:
+# a resumed Tune run copies the run folder's top-level .json files to its staging folder and
+# uploads them back later (ray.tune.execution.experiment_state.sync_down_experiment_state), which
+# would put the state of the interrupted run back over the resumed run's.
+SEQUENTIAL_FILE = "until_decided/sequential.json"
 REPORT_FILE = "report.html"
 
 

@@ -32,13 +32,14 @@ import pyarrow as pa
 
 from tune_mnist import evaluation as test_evaluation
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
-from tune_mnist.comparison import compare, format_comparison
+from tune_mnist.comparison import compare, format_comparison, with_sequence
 from tune_mnist.dependence import analyse, format_dependence
 from tune_mnist.files import (
     COMPARISON_FILE,
     DEPENDENCE_FILE,
     EPOCHS_FILE,
     IMPORTANCE_FILE,
+    SEQUENTIAL_FILE,
     TRIALS_FILE,
     VAL_PREDICTIONS_FILE,
     ManifestError,
@@ -48,7 +49,7 @@ from tune_mnist.files import (
 from tune_mnist.metrics import METRICS, MODEL_METRICS
 from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
 from tune_mnist.space import ARMS, KEYS, Space, SpaceError, architecture_label, parse_space
-from tune_mnist.storage import is_uri, local_mirror
+from tune_mnist.storage import is_uri, join, local_mirror, read_bytes
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
@@ -244,9 +245,37 @@ def collect(run_dir: str | Path) -> Tables:
     trials = _typed_trials(pd.DataFrame(trial_rows, columns=_trial_columns()))
     epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
     val_predictions = _typed_predictions(predictions)
-    comparison = compare(trials, epochs, val_predictions if len(val_predictions) else None)
+    state = sequential_state(run_dir)
+    compared = trials
+    if state is not None:  # an until-decided run compares the pairs of its completed rounds
+        compared = trials[trials["config/seed"] < int(state["rounds"])]
+    predictions = val_predictions if len(val_predictions) else None
+    comparison = compare(
+        compared, epochs[epochs["trial_id"].isin(compared["trial_id"])], predictions
+    )
+    if state is not None:
+        comparison = with_sequence(comparison, state)
     dependence, importance = analyse(trials, epochs, _recorded_space(run_dir))
     return Tables(trials, epochs, val_predictions, comparison, dependence, importance)
+
+
+def sequential_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The confidence sequence of an until-decided run where it ended
+    (``until_decided/sequential.json``); None for other runs, and before a first round ended."""
+    try:
+        return json.loads(read_bytes(join(run_dir, SEQUENTIAL_FILE)).decode())
+    except FileNotFoundError:
+        return None
+
+
+def needed_pairs(trials: pd.DataFrame, run_dir: str | Path, pairs: int) -> tuple[pd.DataFrame, int]:
+    """The trials and number of pairs a run needed: in a decided until-decided run, those of the
+    rounds up to the decision (later rounds' pairs were stopped or never started, by design)."""
+    state = sequential_state(run_dir)
+    if state is None or state["state"] == "undecided":
+        return trials, pairs
+    rounds = int(state["rounds"])
+    return trials[trials["config/seed"] < rounds], rounds * int(state["pairs_per_round"])
 
 
 def _recorded_space(run_dir: Path) -> Space | None:

@@ -161,6 +161,29 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_positive_int,
         help="stop a trial after N epochs without a better val_acc",
     )
+    until = parser.add_argument_group(
+        "until decided",
+        "replicates in rounds (one more replicate of every cell per round) until an anytime-valid "
+        "95%% confidence sequence for MixUp − plain excludes 0 or lies within ±PRECISION; a "
+        "space without random keys, no early stopping",
+    )
+    until.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="run rounds of replicates until the answer is decided (see the group above)",
+    )
+    until.add_argument(
+        "--precision",
+        type=_positive_float,
+        default=0.005,
+        help="'no difference larger than PRECISION' once the whole interval lies within it",
+    )
+    until.add_argument(
+        "--max-replicates",
+        type=_positive_int,
+        default=20,
+        help="the replicate budget per cell: the most rounds before 'budget spent, undecided'",
+    )
     res = parser.add_argument_group("resources")
     res.add_argument(
         "--cpus-per-trial",

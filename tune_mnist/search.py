@@ -56,6 +56,9 @@ RESUME_DEFAULTS = {
     "worker_max_trials": WORKER_MAX_TRIALS,
     "worker_max_rss_mib": WORKER_MAX_RSS_MIB,
     "search_alg": "random",
+    "until_decided": False,
+    "precision": 0.005,
+    "max_replicates": 20,
 }
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
@@ -222,7 +225,11 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
     storage = resolve(args.storage_path)
     if args.resume:
         args = _resume_args(join(storage, args.name), args)
-    space: Space = load_space(args.space, seeds=args.seeds)
+    space: Space = load_space(
+        args.space, seeds=args.max_replicates if args.until_decided else args.seeds
+    )
+    if args.until_decided:
+        _check_until_decided(args, space)
     if args.search_alg == "tpe" and not space.randoms:
         raise UsageError(
             f"--search-alg tpe: {args.space} has no random key for it to propose "
@@ -242,6 +249,20 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
     run_dir = join(storage, args.name or default_name(args.space, args.dataset))
     _check_writable(run_dir)
     return args, space, run_dir
+
+
+def _check_until_decided(args: argparse.Namespace, space: Space) -> None:
+    """Rounds need pairs that do not depend on each other: no early stopping, no proposals."""
+    refusals = {
+        "--scheduler asha (its rungs make pairs depend on each other)": args.scheduler == "asha",
+        "--patience": args.patience is not None,
+        "--search-alg tpe (its proposals depend on the pairs before)": args.search_alg != "random",
+        f"random keys in {args.space} (use a space of grids and constants)": bool(space.randoms),
+        "--num-samples (rounds add the replicates)": args.num_samples != 1,
+    }
+    for what, refused in refusals.items():
+        if refused:
+            raise UsageError(f"--until-decided cannot be combined with {what}")
 
 
 def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
@@ -278,7 +299,8 @@ def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
         if args.mlflow:  # after the manifest: it is logged too
             results.log_mlflow(args.mlflow, local, tables)
     print(f"\nResults: {run_dir}", flush=True)
-    return _exit_status(tables.trials, run_dir, space.num_trials(args.num_samples))
+    needed, pairs = results.needed_pairs(tables.trials, run_dir, space.num_trials(args.num_samples))
+    return _exit_status(needed, run_dir, pairs)
 
 
 @contextmanager
@@ -395,6 +417,7 @@ def _tune(
     import ray
     from ray import tune
 
+    from tune_mnist.rounds import DecisionStopper
     from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
     from tune_mnist.searchers import make_search_alg
     from tune_mnist.trainable import TrialSettings, train_pair
@@ -419,6 +442,9 @@ def _tune(
     )
     verbose, callbacks = _console_output(args, space)
     callbacks += [TrialLog(), *extra_callbacks]
+    rounds = _until_decided(args, space, join(storage, name))
+    callbacks += [rounds] if rounds else []
+    stopper = DecisionStopper(join(storage, name)) if rounds else None
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.search_alg != "random" or local:
         # As many trials pending (each with a placement group requested) as can run at once.
@@ -441,6 +467,7 @@ def _tune(
         if tuner._local_tuner is not None:
             run_config = tuner._local_tuner.get_run_config()
             run_config.verbose, run_config.callbacks = verbose, callbacks
+            run_config.stop = stopper or run_config.stop
         with _tune_output(args.verbose):
             tuner.fit()
         return
@@ -487,12 +514,35 @@ def _tune(
             # after every trial checkpoint, a cost that grows with the number of trials.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            stop=stopper,
             verbose=verbose,
             callbacks=callbacks,
         ),
     )
     with _tune_output(args.verbose):
         tuner.fit()
+
+
+def _until_decided(args: argparse.Namespace, space: Space, run_dir: str) -> Any:
+    """The rounds' callback and stopper of an until-decided search; None for any other."""
+    if not args.until_decided:
+        return None
+    from tune_mnist.rounds import RoundSettings, UntilDecided
+
+    cell_keys = tuple(key for key in space.grids if key != "seed")
+    settings = RoundSettings(
+        precision=args.precision,
+        max_rounds=args.max_replicates,
+        cells=space.grid_size // args.max_replicates,
+        cell_keys=cell_keys,
+    )
+    print(
+        f"tune_mnist: until decided: rounds of {settings.cells} pairs (one replicate of every "
+        f"cell), at most {settings.max_rounds}; stops when the anytime-valid 95% interval of "
+        f"MixUp − plain excludes 0 or lies within ±{args.precision:g}",
+        flush=True,
+    )
+    return UntilDecided(settings, run_dir)
 
 
 def _console_output(args: argparse.Namespace, space: Space) -> tuple[int, list[Any]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["Decision", "decide", "replicate_sequence", "threshold"]
+__all__ = ["Decision", "decide", "p_value", "replicate_sequence", "threshold"]
 
 ALPHA = 0.05
 REPLICATE_ALPHA = 0.04  # the rest, 0.01, goes to the validation images' part
@@ -137,3 +137,31 @@ def decide(
         image_half,
         precision,
     )
+
+
+def p_value(
+    round_values: Sequence[float] | np.ndarray, *, image_variance: float, steps: int = 40
+) -> float:
+    """The anytime-valid p-value of "no difference": the smallest α at which the combined
+    interval excludes 0 after these rounds (1 when none does), so p < 0.05 exactly when the 95%
+    sequence excludes 0. Found by bisection on log α."""
+
+    def excludes(alpha: float) -> bool:
+        decision = decide(
+            round_values,
+            image_variance=image_variance,
+            precision=0.0,
+            max_rounds=10**9,
+            alpha=alpha,
+        )
+        return decision.state == "differs"
+
+    if not excludes(1 - 1e-12):
+        return 1.0
+    low, high = math.log(1e-12), math.log(1 - 1e-12)
+    if excludes(math.exp(low)):
+        return 1e-12
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (low, middle) if excludes(math.exp(middle)) else (middle, high)
+    return math.exp(high)

@@ -1,0 +1,80 @@
+"""Until decided, end to end: a real search that runs rounds of replicates, stops on its own once
+its confidence sequence decides, and continues the same rounds after an interruption."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+
+from tests.conftest import run_search, search_failed
+from tune_mnist.checkpoint import PREDICTIONS_FILE
+from tune_mnist.rounds import pair_deltas
+
+
+def test_an_until_decided_search_is_interrupted_resumed_and_stops_once_decided(tmp_path, drivers):
+    """Rule: rounds add one replicate of each cell; Ctrl-C after round 2 exits 130 with the
+    rounds so far kept; --resume continues the same sequence (no round counted twice) and the
+    search stops by itself when the whole interval lies within ±precision, well before the budget
+    of 8 rounds, with the sequence as the primary interval and the fixed-n numbers descriptive."""
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "until"
+    first = drivers(
+        [
+            "--until-decided",
+            "--precision",
+            "0.5",
+            "--max-replicates",
+            "8",
+            "--train-subset",
+            "300",
+            "--max-epochs",
+            "1",
+            "--max-concurrent",
+            "2",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "until",
+        ],  # fmt: skip
+        tmp_path / "log1.txt",
+    )
+    deadline = time.monotonic() + 300
+    while "Until decided: after 2 round(s)" not in first.output():
+        assert first.proc.poll() is None and time.monotonic() < deadline, first.output()[-3000:]
+        time.sleep(0.2)
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait(120) == 130, first.output()[-3000:]
+    first.kill_all()
+    assert (
+        json.loads((run_dir / "until_decided" / "sequential.json").read_text())["state"]
+        == "undecided"
+    )
+
+    second = run_search("--resume", "--storage-path", str(storage), "--name", "until")
+    assert second.returncode == 0, search_failed(second)
+    state = json.loads(state_file.read_text())
+    assert state["state"] == "within" and 3 <= state["rounds"] < 8, state
+    rounds = [entry["rounds"] for entry in state["history"]]
+    assert rounds == list(range(1, state["rounds"] + 1)), rounds  # each round once, in order
+    assert "decided: no difference larger than ±0.5000" in second.stdout
+
+    comparison = pd.read_parquet(run_dir / "comparison.parquet")
+    primary = comparison[comparison["role"] == "primary"].iloc[0]
+    assert primary["ci_method"].startswith("anytime-valid confidence sequence")
+    assert -0.5 <= primary["ci_low"] < primary["ci_high"] <= 0.5
+    assert primary["n_pairs"] == 2 * state["rounds"]  # quickstart: 2 cells per round
+    assert (comparison["role"] == "descriptive").sum() == 1
+    assert "Fixed-n numbers (descriptive only" in second.stdout
+
+
+def test_a_pairs_deltas_are_taken_at_the_last_epoch_both_arms_were_scored(tmp_path):
+    """Rule: a diverged arm stops being scored; its pair's per-image differences come from the
+    last epoch both arms have predictions for."""
+    true = np.array([0, 1, 2, 3], dtype=np.int8)
+    plain = np.array([[0, 1, 0, 0], [0, 1, 2, 0]], dtype=np.int8)  # epochs 1 and 2
+    mixup = np.array([[0, 0, 2, 3]], dtype=np.int8)  # diverged in epoch 2
+    np.savez(tmp_path / PREDICTIONS_FILE, plain=plain, mixup=mixup, true=true)
+    assert pair_deltas(tmp_path).tolist() == [0, -1, 1, 1]
