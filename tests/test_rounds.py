@@ -48,10 +48,8 @@ def test_an_until_decided_search_is_interrupted_resumed_and_stops_once_decided(t
     first.proc.send_signal(signal.SIGINT)
     assert first.wait(120) == 130, first.output()[-3000:]
     first.kill_all()
-    assert (
-        json.loads((run_dir / "until_decided" / "sequential.json").read_text())["state"]
-        == "undecided"
-    )
+    state_file = run_dir / "until_decided" / "sequential.json"
+    assert json.loads(state_file.read_text())["state"] == "undecided"
 
     second = run_search("--resume", "--storage-path", str(storage), "--name", "until")
     assert second.returncode == 0, search_failed(second)
