@@ -12,8 +12,8 @@ epoch, peak memory on full Fashion-MNIST, in full mode what ASHA saves on the or
 the original grid end to end against the notebook's way (bench/notebook.py).
 The race (time to test accuracy 0.92 on Fashion-MNIST: our random and TPE searches with ASHA
 against Keras Tuner's Hyperband, bench/race.py) runs only when named in --sections.
-Prints a table and writes every figure, with the machine description, to --json (README,
-Performance, says how to read them). The helpers are in scripts/bench/.
+Prints a table and writes every figure, with the machine description, to --json (docs/performance.md
+says how to read them). The helpers are in scripts/bench/.
 """
 
 from __future__ import annotations

@@ -192,6 +192,38 @@ def test_resuming_a_run_from_before_reused_workers_keeps_fresh_workers(tmp_path)
     assert resumed.reuse_workers is False
 
 
+def test_scheduler_grid_is_the_old_name_of_fifo(capsys):
+    """`--scheduler grid` still works: it runs fifo and says once that grid is fifo's old name."""
+    from tune_mnist.run import build_parser, check_args
+
+    args = build_parser().parse_args(["--scheduler", "grid"])
+    check_args(args)
+    assert args.scheduler == "fifo"
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and "old name" in notes[0] and "fifo" in notes[0], notes
+
+
+def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
+    """A manifest that recorded --scheduler grid resumes with Tune's FIFO scheduler."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tune_mnist.run import build_parser
+    from tune_mnist.schedulers import make_scheduler
+    from tune_mnist.search import prepare
+    from tune_mnist.space import load_space
+
+    run_dir = tmp_path / "out" / "old"
+    run_dir.mkdir(parents=True)
+    args = vars(build_parser().parse_args(["--name", "old"])) | {"space": "quickstart"}
+    manifest = {"args": args | {"scheduler": "grid"}, "space": load_space("quickstart").to_dict()}
+    (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
+    resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
+    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    assert resumed.scheduler == "fifo"
+    scheduler = make_scheduler(resumed.scheduler, max_epochs=2, grace_period=1, reduction_factor=3)
+    assert isinstance(scheduler, FIFOScheduler)
+
+
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
 # exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
 # trained.

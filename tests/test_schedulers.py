@@ -8,7 +8,7 @@ a Trial, and ``None`` for the tune controller, as in Ray's own scheduler tests.
 from types import SimpleNamespace
 
 import pytest
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
 
@@ -75,16 +75,22 @@ def test_asha_grace_period_protects_the_first_epochs():
 
 
 @pytest.mark.parametrize("epoch, val_acc", [(1, 0.99), (1, 0.01), (2, 0.01), (4, 0.01)])
-def test_grid_never_stops_a_trial(epoch, val_acc):
-    """Rule: the grid scheduler decides nothing: every trial runs until it ends by itself."""
+def test_fifo_never_stops_a_trial(epoch, val_acc):
+    """Rule: the fifo scheduler decides nothing: every trial runs until it ends by itself."""
     scheduler, trials = scheduler_with_trials(
-        "grid", 2, max_epochs=4, grace_period=1, reduction_factor=2
+        "fifo", 2, max_epochs=4, grace_period=1, reduction_factor=2
     )
+    assert isinstance(scheduler, FIFOScheduler)
     report(scheduler, trials[0], epoch, 0.99)
     assert report(scheduler, trials[1], epoch, val_acc) == CONTINUE
 
 
-@pytest.mark.parametrize("name", ["grid", "asha"])
+def test_an_unknown_scheduler_name_is_refused():
+    with pytest.raises(ValueError, match="'grid'.*fifo, asha"):
+        make_scheduler("grid", max_epochs=2, grace_period=1, reduction_factor=3)
+
+
+@pytest.mark.parametrize("name", ["fifo", "asha"])
 def test_a_reused_worker_retires_after_its_trials_or_past_its_memory(name):
     """Rule: when a trial ends, its worker (host, pid) is kept for reuse until it has finished
     max_trials trials or reported an RSS at or above max_rss_mib; then the scheduler takes its actor

@@ -46,12 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
             "Tune small Keras CNNs on MNIST-family images with Ray Tune, each configuration with "
             "and without MixUp, and compare the two arms."
         ),
+        epilog=(
+            "Exit status: the command's own (tune-mnist COMMAND --help lists them); 2 without a "
+            "known command first."
+        ),
+        allow_abbrev=False,  # `--vers` is a typo, not --version
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required here: main() says what is wrong, an unknown option or a missing command.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         # Listed for --help only: main() hands everything after the name to that command's parser.
-        commands.add_parser(name, help=help_text, add_help=False)
+        commands.add_parser(name, help=help_text, add_help=False, allow_abbrev=False)
     return parser
 
 
@@ -61,8 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, _ = COMMANDS[argv[0]]
         return command(argv[1:])
     parser = build_parser()
-    parser.parse_args(argv)  # --help, --version, or no/unknown command: prints and exits
-    parser.error("put the command first: tune-mnist COMMAND [OPTIONS]")  # e.g. `-- run`
+    _, unknown = parser.parse_known_args(argv)  # --help, --version, an unknown command: exits
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    parser.error("put the command first: tune-mnist COMMAND [OPTIONS]")  # none, or `-- run`
 
 
 if __name__ == "__main__":

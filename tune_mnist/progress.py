@@ -43,7 +43,7 @@ def seconds_left(
 ) -> float:
     """The search's time left, in seconds: a deliberately simple estimate.
 
-    It assumes every unfinished pair runs all ``max_epochs`` epochs (true for the grid scheduler
+    It assumes every unfinished pair runs all ``max_epochs`` epochs (true for the fifo scheduler
     without --patience; an upper bound under ASHA or --patience, which may stop pairs early), that
     every pair-epoch takes the mean seconds seen so far (a worker's start-up spread over its
     epochs), and that ``at_once`` pairs keep running side by side until the end. Pairs still

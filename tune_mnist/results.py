@@ -54,6 +54,7 @@ from tune_mnist.storage import is_uri, join, local_mirror, read_bytes
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
 PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the learning curves and forest can show
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130  # of `python -m tune_mnist.results`, with 0
 TABLE_FILES = {
     "trials": TRIALS_FILE,
     "epochs": EPOCHS_FILE,
@@ -523,7 +524,21 @@ def write_run_report(
     return path
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults in --help, each shown once; the --help of both commands uses it.
+
+    A help text that states its own default ("(default: quickstart, or the resumed run's)") keeps
+    it alone, and a default that is no value (None, an unset flag) is not shown as one.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default:" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser(prog: str = "python -m tune_mnist.results") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=(
@@ -531,6 +546,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
             "print the MixUp vs plain comparison (primary result first) and the test evaluation "
             "of the final model of each arm."
         ),
+        formatter_class=HelpFormatter,
+        epilog=(
+            "Exit status: 0 the run's tables were written (and the figures, report and MLflow "
+            f"runs asked for); {EXIT_BAD_INPUT} bad input: an option, a folder without a run, a "
+            "store that cannot be read or written, an MLflow server that cannot be reached or "
+            f"did not log the run (said on stderr); {EXIT_INTERRUPTED} interrupted (Ctrl-C): "
+            "every file is whole, the same command finishes the rest."
+        ),
+        allow_abbrev=False,  # `--plo` is a typo, not --plot
     )
     parser.add_argument(
         "run_dir", help="a run folder: STORAGE_PATH/NAME (a local path or a URI such as s3://...)"
@@ -558,7 +582,11 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
             "one child run per arm; logging again adds nothing twice"
         ),
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.mlflow:
             check_reachable(args.mlflow)
@@ -573,8 +601,14 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
             logged = not args.mlflow or log_mlflow(args.mlflow, run_dir, tables)
     except (ExperimentError, TrackingError, OSError, pa.ArrowInvalid) as e:  # the last two: a URI
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
-    return 0 if logged else 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(
+            "interrupted: every file written so far is whole; run the command again",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return 0 if logged else EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Also `tune-mnist run` (tune_mnist/cli.py), and `python run.py` on a copy of this
 package data, so the installed package is all it needs.
 
 Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
-ran but some trials failed, 130 when it was interrupted (Ctrl-C) and can be resumed.
+ran but some trials failed, 4 when --storage-path stopped taking writes during the search, 130 when
+it was interrupted (Ctrl-C) and can be resumed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from collections.abc import Sequence
 
 from tune_mnist.data import DATASETS, DataError, check_split
 from tune_mnist.resources import ResourcePlan
-from tune_mnist.results import ExperimentError
+from tune_mnist.results import ExperimentError, HelpFormatter
 from tune_mnist.search import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
     EXIT_STORAGE,
+    SCHEDULER_ALIASES,
+    SCHEDULERS,
     WORKER_MAX_RSS_MIB,
     WORKER_MAX_TRIALS,
     StorageError,
@@ -71,11 +75,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "STORAGE_PATH/NAME. With no arguments: a quick real search on the embedded MNIST "
             "sample."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=(
-            "Exit status: 0 all trials finished, 2 bad input, 3 some trials failed, "
-            "130 interrupted (resumable)."
+            "Exit status: 0 every pair finished; "
+            f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training); "
+            f"{EXIT_PARTIAL} the search ran but some pairs failed (ERROR, listed with their "
+            f"error); {EXIT_STORAGE} --storage-path stopped taking writes during the search; "
+            f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, and "
+            f"{EXIT_INTERRUPTED} during the search, the last line is the command that resumes it."
         ),
+        allow_abbrev=False,  # `--num-sample 3` is a typo, not --num-samples
     )
     what = parser.add_argument_group("what to search")
     what.add_argument(
@@ -88,7 +97,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     what.add_argument(
         "--seeds",
         type=_positive_int,
-        help="repeat every configuration with seeds 0..N-1 (overrides the space's 'seeds')",
+        help=(
+            "repeat every configuration with seeds 0..N-1 (default: the space's 'seeds'; "
+            "without it, its 'seed' key)"
+        ),
     )
     what.add_argument(
         "--max-trials",
@@ -126,7 +138,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     data.add_argument(
         "--train-subset",
         type=_positive_int,
-        help="train on the first N training images of the split (quick runs)",
+        help="train on the first N training images of the split (quick runs) (default: all)",
     )
     what.add_argument(
         "--search-alg",
@@ -142,9 +154,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sched = parser.add_argument_group("scheduling")
     sched.add_argument(
         "--scheduler",
-        choices=("grid", "asha"),
-        default="grid",
-        help="grid: every trial runs all epochs; asha: stop poor trials early",
+        choices=(*SCHEDULERS, *SCHEDULER_ALIASES),
+        metavar="{" + ",".join(SCHEDULERS) + "}",  # the old names are accepted, not offered
+        default="fifo",
+        help=(
+            "fifo: no early stopping, every pair runs all its epochs (Ray Tune's FIFOScheduler); "
+            "asha: asynchronous successive halving stops poor pairs early (ASHAScheduler), "
+            "judged by pair_val_acc"
+        ),
     )
     sched.add_argument("--max-epochs", type=_positive_int, default=2, help="epochs per trial")
     sched.add_argument(
@@ -159,7 +176,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sched.add_argument(
         "--patience",
         type=_positive_int,
-        help="stop a trial after N epochs without a better val_acc",
+        help=(
+            "stop a pair (both arms) after N epochs without a better pair_val_acc, the mean of "
+            "the two arms' val_acc (a diverged arm counts at chance, 0.1) (default: off)"
+        ),
     )
     until = parser.add_argument_group(
         "until decided",
@@ -211,8 +231,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help=(
-            "train trials one after another in the same worker processes (default): saves starting "
-            "a worker and importing TensorFlow for every trial (about 4 s each on 2 cores); "
+            "train trials one after another in the same worker processes: saves starting a "
+            "worker and importing TensorFlow for every trial (about 4 s each on 2 cores); "
             "--no-reuse-workers starts a new process for every trial"
         ),
     )
@@ -239,8 +259,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     res.add_argument(
         "--address",
         help=(
-            "join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS); "
-            "default: start a local Ray"
+            "join an existing Ray cluster (auto, or HOST:PORT; also $RAY_ADDRESS) "
+            "(default: start a local Ray)"
         ),
     )
     res.add_argument(
@@ -323,6 +343,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
     if not args.resume and args.space is None:
         args.space = DEFAULT_SPACE
+    if args.scheduler in SCHEDULER_ALIASES:
+        name = SCHEDULER_ALIASES[args.scheduler]
+        print(f"note: --scheduler {args.scheduler} is the old name of --scheduler {name}",
+              file=sys.stderr)  # fmt: skip
+        args.scheduler = name
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:

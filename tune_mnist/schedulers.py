@@ -19,7 +19,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tune_mnist.resources import WORKER_RSS
 
-SCHEDULERS = ("grid", "asha")
 METRIC, MODE = "pair_val_acc", "max"
 
 
@@ -74,7 +73,7 @@ class _RetiresWorkers(TrialScheduler):
                 started.discard(actor)
 
 
-class GridScheduler(_RetiresWorkers, FIFOScheduler):
+class PairFIFO(_RetiresWorkers, FIFOScheduler):
     """Tune's FIFO scheduler: every trial runs to its end."""
 
 
@@ -82,9 +81,9 @@ class PairASHA(_RetiresWorkers, ASHAScheduler):
     """Tune's asynchronous successive halving, on the pair's score."""
 
 
-def grid() -> TrialScheduler:
-    """Every trial runs to `--max-epochs` (or its own early stop): the full, paired grid."""
-    return GridScheduler()
+def fifo() -> TrialScheduler:
+    """Every trial runs to `--max-epochs` (or its own early stop): no early stopping."""
+    return PairFIFO()
 
 
 def asha(*, max_epochs: int, grace_period: int = 1, reduction_factor: float = 3) -> TrialScheduler:
@@ -110,12 +109,15 @@ def make_scheduler(
     reduction_factor: float,
     worker_limits: WorkerLimits | None = None,
 ) -> TrialScheduler:
-    """``worker_limits``: retire reused workers at these limits (None: workers are not reused)."""
+    """``name``: fifo or asha (`search.SCHEDULERS`). ``worker_limits``: retire reused workers at
+    these limits (None: workers are not reused)."""
+    if name not in ("fifo", "asha"):
+        raise ValueError(f"scheduler {name!r}: use one of fifo, asha")
     if name == "asha":
         scheduler = asha(
             max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor
         )
     else:
-        scheduler = grid()
+        scheduler = fifo()
     scheduler.worker_limits = worker_limits
     return scheduler

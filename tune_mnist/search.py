@@ -60,6 +60,10 @@ RESUME_DEFAULTS = {
     "precision": 0.005,
     "max_replicates": 20,
 }
+# --scheduler: Ray Tune's names. An old name still works, and a resumed run that recorded one
+# gets the new name.
+SCHEDULERS = ("fifo", "asha")
+SCHEDULER_ALIASES = {"grid": "fifo"}
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
@@ -213,7 +217,10 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
         "report": args.report,
         "mlflow": args.mlflow,
     }
-    return argparse.Namespace(**{**RESUME_DEFAULTS, **original, "resume": True, **where})
+    resumed = {**RESUME_DEFAULTS, **original, "resume": True, **where}
+    if resumed.get("scheduler") in SCHEDULER_ALIASES:  # a run made before the rename
+        resumed["scheduler"] = SCHEDULER_ALIASES[resumed["scheduler"]]
+    return argparse.Namespace(**resumed)
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
