@@ -75,3 +75,37 @@ def test_validation_metrics_are_those_of_the_clean_and_the_mixed_set_scored_apar
         assert report[arm]["val_loss"] == pytest.approx(clean["loss"], rel=1e-5)
         assert report[arm]["val_mixed_loss"] == pytest.approx(mixed["loss"], rel=1e-5)
         np.testing.assert_array_equal(pair.predictions[arm][0], probs.argmax(axis=1))
+
+
+def test_after_an_arm_diverges_every_checkpoint_carries_both_arms_at_the_compared_epoch(
+    search_data, tmp_path
+):
+    """Rule: when the MixUp arm diverges at epoch 2 and the plain arm trains on, the checkpoints
+    of epochs 2 and 3 (the latter written by a restored pair) hold both arms' epoch-1 models,
+    the pair's compared epoch, which Tune's two kept checkpoints would otherwise have lost."""
+    from tune_mnist.checkpoint import compared_models, load_model, load_state
+
+    keras.backend.clear_session()
+    pair = PairTrainer.build(CONFIG, search_data)
+    pair.train_epoch(1)
+    pair.models["mixup"].set_weights(
+        [np.full_like(w, np.nan) for w in pair.models["mixup"].get_weights()]
+    )
+    assert pair.train_epoch(2)["mixup"]["diverged"]
+    epoch_2, epoch_3 = tmp_path / "checkpoint_000001", tmp_path / "checkpoint_000002"
+    epoch_2.mkdir(), epoch_3.mkdir()
+    pair.save(epoch_2)
+    keras.backend.clear_session()
+    resumed = PairTrainer.restore(CONFIG, search_data, epoch_2)
+    resumed.train_epoch(3)
+    resumed.save(epoch_3)
+    assert load_state(epoch_3)["compared_epoch"] == 1
+    assert compared_models(tmp_path, 1) == (epoch_3, True)
+    validation = data.scale_images(search_data.x_val)
+    for arm in ("plain", "mixup"):
+        for checkpoint in (epoch_2, epoch_3):
+            model = load_model(checkpoint, arm, compared=True)
+            predicted = model.predict(validation, batch_size=500, verbose=0).argmax(axis=1)
+            # The epoch-1 model: it predicts the validation classes recorded after epoch 1.
+            np.testing.assert_array_equal(predicted, resumed.predictions[arm][0])
+    assert resumed.predictions["plain"].shape[0] == 3 and resumed.predictions["mixup"].shape[0] == 1

@@ -5,7 +5,11 @@ trial, to collect the validation predictions and to evaluate the final models on
 
 - ``plain.keras``, ``mixup.keras``: each arm's model with its optimizer state (an arm that diverged
   has none: its weights are NaN);
-- ``state.json``: the last epoch trained and each arm's early-stopping state;
+- ``compared_plain.keras``, ``compared_mixup.keras``: once an arm diverged, both arms' models at
+  the pair's compared epoch (the last epoch both arms ran), which the test set scores; before
+  that, the latest models are the compared ones and these files are absent;
+- ``state.json``: the last epoch trained, each arm's early-stopping state and, once an arm
+  diverged, ``compared_epoch``;
 - ``val_predictions.npz``: per arm, the predicted class of every validation image after every
   epoch so far, int8 of shape (epochs, validation images), and the true classes (``true``).
 
@@ -28,8 +32,9 @@ class CheckpointMissing(Exception):
     """A trial folder holds no usable checkpoint; the message names the folder."""
 
 
-def model_file(arm: str) -> str:
-    return f"{arm}.keras"
+def model_file(arm: str, *, compared: bool = False) -> str:
+    """``plain.keras``; with ``compared``, the compared-epoch model ``compared_plain.keras``."""
+    return f"compared_{arm}.keras" if compared else f"{arm}.keras"
 
 
 def save_checkpoint(
@@ -38,24 +43,29 @@ def save_checkpoint(
     state: dict[str, Any],
     predictions: dict[str, np.ndarray],
     true_classes: np.ndarray,
+    compared: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint folder; `models` maps an arm to its model, or None for a failed arm."""
+    """Write a checkpoint folder; `models` maps an arm to its model, or None for a failed arm;
+    `compared` (once an arm diverged) each arm's model at the compared epoch."""
     directory = Path(directory)
     for arm, model in models.items():
         if model is not None:
             model.save(directory / model_file(arm))
+    for arm, model in (compared or {}).items():
+        model.save(directory / model_file(arm, compared=True))
     (directory / STATE_FILE).write_text(json.dumps(state))
     arrays = {arm: p.astype(np.int8) for arm, p in predictions.items()}
     np.savez(directory / PREDICTIONS_FILE, true=true_classes.astype(np.int8), **arrays)
 
 
-def load_model(directory: str | Path, arm: str) -> Any:
-    """One arm's model of a checkpoint (safe mode), or None when the arm had failed."""
+def load_model(directory: str | Path, arm: str, *, compared: bool = False) -> Any:
+    """One arm's model of a checkpoint (safe mode), or None when the arm had failed; with
+    ``compared`` its compared-epoch model, or None when the checkpoint holds none."""
     import keras
 
     import tune_mnist.layers  # noqa: F401  (registers the fused batch norm the models hold)
 
-    path = Path(directory) / model_file(arm)
+    path = Path(directory) / model_file(arm, compared=compared)
     return keras.models.load_model(path, safe_mode=True) if path.is_file() else None
 
 
@@ -82,3 +92,22 @@ def latest_checkpoint(trial_dir: Path) -> tuple[Path, int]:
         )
     epoch = max(found)
     return found[epoch], epoch
+
+
+def compared_models(trial_dir: Path, compared_epoch: int) -> tuple[Path, bool]:
+    """Where a pair's models at ``compared_epoch`` are: the latest checkpoint, and whether they are
+    its ``compared_<arm>.keras`` (an arm diverged) rather than its ``<arm>.keras`` (none did).
+
+    Raises CheckpointMissing, saying what is there instead, when that checkpoint lacks them.
+    """
+    directory, epoch = latest_checkpoint(trial_dir)
+    state = load_state(directory)
+    compared = state.get("compared_epoch") is not None
+    held = state["compared_epoch"] if compared else epoch
+    files = [directory / model_file(arm, compared=compared) for arm in ("plain", "mixup")]
+    if held != compared_epoch or not all(f.is_file() for f in files):
+        raise CheckpointMissing(
+            f"{directory}: holds no models of both arms at epoch {compared_epoch} "
+            f"(its models are of epoch {held})"
+        )
+    return directory, compared

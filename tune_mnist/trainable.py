@@ -48,8 +48,10 @@ logging.getLogger("ray.train").setLevel(logging.WARNING)
 PAIR_METRIC = "pair_val_acc"
 # Testing hook, never set in normal use: a comma-separated list of faults. "error:KEY=VALUE" makes
 # every attempt of the trials whose config has KEY == VALUE raise; "nan:KEY=VALUE" gives their
-# MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's), so training really produces a NaN
-# loss. Used by tests/test_reliability.py to exercise ERROR and DIVERGED end to end.
+# MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's) at the start of every attempt, so
+# training really produces a NaN loss; "nan@E:KEY=VALUE" (or nan-plain@E) does so just before
+# epoch E, so the arm diverges after E - 1 good epochs. Used by tests/test_reliability.py to
+# exercise ERROR and DIVERGED end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
 # "1" in the workers of a search without --verbose (search._init_ray): TensorFlow's C++ start-up
 # lines (oneDNN notice, CUDA probing on a machine without a GPU) are then not shown.
@@ -60,15 +62,20 @@ class InjectedFault(RuntimeError):
     """Raised by the testing hook FAULT_ENV."""
 
 
-def injected_faults(config: dict[str, Any]) -> set[str]:
-    """The faults FAULT_ENV asks for this trial: 'error', 'nan' (MixUp arm), 'nan-plain'."""
-    found = set()
+FAULT_KINDS = ("error", "nan", "nan-plain")
+
+
+def injected_faults(config: dict[str, Any]) -> dict[str, int | None]:
+    """The faults FAULT_ENV asks for this trial ('error', 'nan' (MixUp arm), 'nan-plain'), each
+    with the epoch it strikes before, or None: at the start of every attempt."""
+    found: dict[str, int | None] = {}
     for spec in os.environ.get(FAULT_ENV, "").split(","):
         kind, _, selector = spec.strip().partition(":")
+        kind, _, epoch = kind.partition("@")
         key, _, value = selector.partition("=")
-        if key in config and str(config[key]).lower() == value.lower():
-            found.add(kind)
-    return found & {"error", "nan", "nan-plain"}
+        if kind in FAULT_KINDS and key in config and str(config[key]).lower() == value.lower():
+            found[kind] = int(epoch) if epoch else None
+    return found
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ class PairState:
     best_pair_val_acc: float = -1.0
     epochs_since_best: int = 0
     diverged: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ARMS, False))
+    # Once an arm diverged at epoch e: e - 1, the pair's compared epoch (the last both arms ran),
+    # whose models the checkpoints then carry besides the latest ones. None while no arm diverged.
+    compared_epoch: int | None = None
 
     def active_arms(self) -> list[str]:
         return [arm for arm in ARMS if not self.diverged[arm]]
@@ -171,9 +181,10 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
             pair = PairTrainer.restore(config, data, Path(directory))
     else:
         pair = PairTrainer.build(config, data)
-    _inject_faults(config, pair.models)
     node_id = ray.get_runtime_context().get_node_id()
-    for epoch in range(pair.state.epoch + 1, settings.max_epochs + 1):
+    first = pair.state.epoch + 1
+    for epoch in range(first, settings.max_epochs + 1):
+        _inject_faults(config, pair.models, epoch, first_of_attempt=epoch == first)
         # The process's RSS: the scheduler replaces a reused worker that grew past its limit.
         metrics = {**pair.train_epoch(epoch), "node_id": node_id, WORKER_RSS: process_rss_mib()}
         with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
@@ -194,11 +205,17 @@ class PairTrainer:
         models: dict[str, Any],
         state: PairState,
         predictions: dict[str, np.ndarray],
+        compared: dict[str, Any] | None = None,
     ) -> None:
         from tune_mnist.pipeline import TrainingSet, with_label_noise
 
         self.config, self.data, self.models = config, data, models
         self.state, self.predictions = state, predictions
+        # Both arms' models at the compared epoch, once an arm diverged (PairState.compared_epoch).
+        self.compared = compared or {}
+        # Each active arm's weights after the last epoch trained: if an arm diverges in the next
+        # one, they are the compared epoch's models, which Tune's two kept checkpoints soon lose.
+        self.previous = self._weights()
         y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
         self.training = TrainingSet.from_arrays(data.x_train, y_train)
         self.validation = ValidationSets.of(data)
@@ -221,9 +238,12 @@ class PairTrainer:
     def restore(cls, config: dict[str, Any], data: SearchData, directory: Path) -> PairTrainer:
         """The pair as a checkpoint left it: it continues exactly as if never interrupted."""
         models = {arm: load_model(directory, arm) for arm in ARMS}
+        compared = {arm: load_model(directory, arm, compared=True) for arm in ARMS}
         predictions = load_predictions(directory)
         predictions.pop("true")
-        return cls(config, data, models, PairState(**load_state(directory)), predictions)
+        state = PairState(**load_state(directory))
+        kept = {arm: model for arm, model in compared.items() if model is not None}
+        return cls(config, data, models, state, predictions, kept)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train every active arm one epoch; the report: both arms' metrics and the pair's score."""
@@ -235,12 +255,31 @@ class PairTrainer:
             for arm in self.state.active_arms()
         }  # fmt: skip
         pair_val_acc = _update_state(self.state, arm_metrics, epoch)
+        if self.state.compared_epoch is None and len(self.state.active_arms()) < len(ARMS):
+            self._keep_compared(epoch - 1)
+        self.previous = self._weights()
         return {"epoch": epoch, PAIR_METRIC: pair_val_acc, **arm_metrics}
+
+    def _weights(self) -> dict[str, list[np.ndarray]]:
+        return {arm: self.models[arm].get_weights() for arm in self.state.active_arms()}
+
+    def _keep_compared(self, compared_epoch: int) -> None:
+        """Freeze both arms' models of the epoch before the first divergence (none at epoch 0)."""
+        import keras
+
+        self.state.compared_epoch = compared_epoch
+        if compared_epoch < 1:
+            return
+        for arm in ARMS:
+            self.compared[arm] = keras.models.clone_model(self.models[arm])
+            self.compared[arm].set_weights(self.previous[arm])
 
     def save(self, directory: Path) -> None:
         # A diverged arm's weights are NaN: nothing worth restoring, so its model is left out.
         kept = {arm: None if self.state.diverged[arm] else self.models[arm] for arm in ARMS}
-        save_checkpoint(directory, kept, vars(self.state), self.predictions, self.data.y_val)
+        save_checkpoint(
+            directory, kept, vars(self.state), self.predictions, self.data.y_val, self.compared
+        )
 
     def stopped(self, patience: int | None) -> bool:
         """Every arm diverged, or `--patience` epochs without a better pair score.
@@ -251,12 +290,16 @@ class PairTrainer:
         return out_of_patience or not self.state.active_arms()
 
 
-def _inject_faults(config: dict[str, Any], models: dict[str, Any]) -> None:
+def _inject_faults(
+    config: dict[str, Any], models: dict[str, Any], epoch: int, *, first_of_attempt: bool
+) -> None:
+    """Apply FAULT_ENV's faults due before `epoch` (those without an epoch: an attempt's first)."""
     faults = injected_faults(config)
-    if "error" in faults:
+    due = {kind for kind, at in faults.items() if at == epoch or (at is None and first_of_attempt)}
+    if "error" in due:
         raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
     for arm, fault in (("mixup", "nan"), ("plain", "nan-plain")):
-        if fault in faults and models[arm] is not None:
+        if fault in due and models[arm] is not None:
             models[arm].set_weights([np.full_like(w, np.nan) for w in models[arm].get_weights()])
 
 
