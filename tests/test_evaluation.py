@@ -143,3 +143,73 @@ def test_test_eval_keeps_one_row_per_arm_with_typed_columns(small_run):
     assert len(test_eval) == 2
     assert test_eval["checkpoint_epoch"].dtype == np.int64
     assert test_eval["test_acc"].dtype == np.float64
+
+
+# ---- confirmation: both arms of every compared pair, scored once on the test set ----------------
+
+
+def test_both_arms_of_every_compared_pair_are_scored_on_every_test_image(small_run):
+    """Rule: test_pairs holds each compared pair's two arms at the compared epoch, one predicted
+    class per test image, and test_acc is the share of them that are right."""
+    test_pairs = load(small_run).test_pairs
+    trials = load(small_run).trials
+    assert set(test_pairs["pair_id"]) == set(trials["pair_id"])
+    counts = test_pairs.groupby(["pair_id", "arm"]).size()
+    assert len(counts) == 2 * trials["pair_id"].nunique() and (counts == SAMPLE_TEST_SIZE).all()
+    assert (test_pairs["compared_epoch"] == 2).all()
+    assert test_pairs["predicted"].dtype == np.int8
+    hits = (test_pairs["predicted"] == test_pairs["true"]).groupby(
+        [test_pairs["pair_id"], test_pairs["arm"]]
+    )
+    np.testing.assert_allclose(
+        hits.mean().to_numpy(), test_pairs.groupby(["pair_id", "arm"])["test_acc"].first()
+    )
+    # Grid space: the interval's strata are the architectures.
+    assert (test_pairs["stratum"] == test_pairs["architecture"]).all()
+
+
+def test_the_scored_models_are_those_of_the_compared_epoch_checkpoint(small_run):
+    """Rule: the predictions of a pair's arm are those of its checkpoint of the compared epoch."""
+    from tune_mnist.data import load_arrays, scale_images
+
+    r = load(small_run)
+    pair_id = sorted(r.test_pairs["pair_id"].unique())[0]
+    trial_dir = r.trials.loc[r.trials["pair_id"] == pair_id, "trial_dir"].iloc[0]
+    directory, epoch = latest_checkpoint(small_run / trial_dir)
+    images = scale_images(load_arrays("mnist_sample").x_test)
+    for arm in ("plain", "mixup"):
+        expected = load_model(directory, arm).predict(images, verbose=0).argmax(axis=1)
+        rows = r.test_pairs[(r.test_pairs["pair_id"] == pair_id) & (r.test_pairs["arm"] == arm)]
+        assert (rows["compared_epoch"] == epoch).all()
+        np.testing.assert_array_equal(rows.sort_values("test_index")["predicted"], expected)
+
+
+def test_the_confirmatory_row_is_mixup_minus_plain_on_test_with_a_finite_interval(small_run):
+    comparison = pd.read_parquet(small_run / "comparison.parquet")
+    (row,) = comparison[comparison["role"] == "confirmatory"].itertuples()
+    assert (row.metric, row.architecture, row.n_pairs) == ("test_acc", "all", 4)
+    assert np.isfinite([row.ci_low, row.ci_high]).all() and row.ci_low <= row.diff <= row.ci_high
+    assert row.mixup - row.plain == pytest.approx(row.diff, abs=1e-12)
+    per_arm = load(small_run).test_pairs.drop_duplicates(["pair_id", "arm"])
+    assert row.mixup == pytest.approx(per_arm.loc[per_arm["arm"] == "mixup", "test_acc"].mean())
+    # The primary row stays the first: the test set confirms, it does not replace.
+    assert comparison.iloc[0]["role"] == "primary"
+
+
+def test_missing_paired_scores_are_remade_without_scoring_the_final_models_again(
+    small_run, tmp_path, capsys
+):
+    import shutil
+
+    copy = tmp_path / "no_pairs"
+    shutil.copytree(small_run, copy)
+    saved = pd.read_parquet(copy / "test_pairs.parquet")
+    evaluated = (copy / "test_eval.parquet").stat().st_mtime_ns
+    (copy / "test_pairs.parquet").unlink()
+    comparison = pd.read_parquet(copy / "comparison.parquet")
+    comparison[comparison["role"] != "confirmatory"].to_parquet(copy / "comparison.parquet")
+    assert main([str(copy)]) == 0
+    assert "Confirmation on the test set (both arms of 4 compared pairs" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / "test_pairs.parquet"), saved)
+    assert (copy / "test_eval.parquet").stat().st_mtime_ns == evaluated
+    assert "confirmatory" in set(pd.read_parquet(copy / "comparison.parquet")["role"])

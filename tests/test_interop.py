@@ -15,6 +15,7 @@ FILES = [
     "test_eval",
     "confusion",
     "test_predictions",
+    "test_pairs",
 ]
 
 

@@ -175,6 +175,10 @@ def test_a_search_with_report_and_the_results_cli_write_the_whole_report(small_r
     written_by_the_search = (small_run / REPORT_FILE).read_text()
     ended = json.loads((small_run / MANIFEST_FILE).read_text())["ended"]
     assert ended and html.escape(ended) in written_by_the_search
+    # Beside the validation primary result: its confirmation on the test set.
+    assert '<p class="primary">Confirmation on the test set (both arms of 4 compared pairs' in (
+        written_by_the_search
+    )
     (small_run / REPORT_FILE).unlink()
     assert main([str(small_run), "--report"]) == 0
     assert f"Report: {small_run / REPORT_FILE}" in capsys.readouterr().out

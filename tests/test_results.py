@@ -1,5 +1,6 @@
 """The results CLI on a real run: comparison, test evaluation and figures."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -15,10 +16,17 @@ def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_
     small_run, capsys
 ):
     evaluated = (small_run / "test_eval.parquet").stat().st_mtime_ns
+    paired = (small_run / "test_pairs.parquet").stat().st_mtime_ns
     assert main([str(small_run)]) == 0
     assert (small_run / "test_eval.parquet").stat().st_mtime_ns == evaluated
+    assert (small_run / "test_pairs.parquet").stat().st_mtime_ns == paired
     out = capsys.readouterr().out
     assert "Primary result" in out
+    assert re.search(
+        r"Confirmation on the test set \(both arms of 4 compared pairs, scored once\): "
+        r"MixUp − plain [+-]\d\.\d{4} \[95% [+-]\d\.\d{4}, [+-]\d\.\d{4}\]",
+        out,
+    ), out
     assert "Test set, final model of each arm" in out
     assert "plain" in out and "mixup" in out
 

@@ -19,6 +19,15 @@ Files written next to the other Parquet tables (atomically) and read by ``result
 - ``best_plain_savedmodel/``, ``best_mixup_savedmodel/``: the same models as TensorFlow
   SavedModels (a ``serve`` signature: images of shape (N, 28, 28, 1), float32 in [0, 1] ->
   class probabilities), for TensorFlow Serving.
+
+The confirmation of the comparison: both arms of every compared pair (``comparison``'s pairs, at
+their compared epoch, the last epoch both arms ran) are scored once on the test set, and MixUp −
+plain in test accuracy, with its interval, becomes the ``confirmatory`` row of
+``comparison.parquet`` (``confirmatory_row``):
+
+- ``test_pairs.parquet``: one row per pair, arm and test image: ``pair_id, arm, trial_id,
+  architecture, stratum, seed, compared_epoch, test_acc, test_index, predicted, true`` (the
+  classes int8; ``test_acc`` repeats on every image of an arm).
 """
 
 from __future__ import annotations
@@ -36,11 +45,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
+from tune_mnist import comparison as comparisons
 from tune_mnist import data as datasets
-from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_model, model_file
+from tune_mnist.checkpoint import (
+    CheckpointMissing,
+    compared_models,
+    latest_checkpoint,
+    load_model,
+    model_file,
+)
 from tune_mnist.files import (
     CONFUSION_FILE,
     TEST_EVAL_FILE,
+    TEST_PAIRS_FILE,
     TEST_PREDICTIONS_FILE,
     ManifestError,
     atomic_write,
@@ -282,3 +299,209 @@ def format_evaluation(evaluation: Evaluation | None) -> str:
     lines = ["Test set, final model of each arm with the best val_acc (evaluated once):", text]
     lines += [f"Not evaluated: {line}" for line in evaluation.missing]
     return "\n".join(lines)
+
+
+# ---- confirmation: both arms of every compared pair, scored once on the test set ----------------
+
+CONFIRMATORY = "confirmatory"
+CONFIRMATORY_METRIC = "test_acc"
+CONFIRMATORY_METHOD = "two-level t (pairs, test images)"
+ALL_PAIRS = "all"
+PAIR_COLUMNS = {
+    "pair_id": "string", "arm": "string", "trial_id": "string", "architecture": "string",
+    "stratum": "string", "seed": "int64", "compared_epoch": "int64", "test_acc": "float64",
+    "test_index": "int32", "predicted": "int8", "true": "int8",
+}  # fmt: skip
+
+
+@dataclass
+class PairedScores:
+    """Both arms of the compared pairs on the test set (``table``: see ``TEST_PAIRS_FILE`` in the
+    module docstring; None when no pair could be scored), and the pairs that could not be."""
+
+    table: pd.DataFrame | None
+    missing: list[str]
+
+
+def compared_pairs(trials: pd.DataFrame, epochs: pd.DataFrame, *, stratify: bool) -> pd.DataFrame:
+    """The pairs the comparison uses, one row each (index ``pair_id``): ``trial_dir``,
+    ``architecture``, ``seed``, ``compared_epoch``, and the ``stratum`` of the interval: the
+    architecture with ``stratify`` (a grid: the mean over its cells), else one for every pair
+    (configurations drawn at random: the mean over pairs)."""
+    pairs = comparisons._pairs(trials, epochs)
+    used = pairs[pairs["used"]].sort_index()
+    folders = trials.drop_duplicates("pair_id").set_index("pair_id")["trial_dir"]
+    return pd.DataFrame(
+        {
+            "trial_dir": folders.reindex(used.index).astype(str),
+            "architecture": used["architecture"],
+            "seed": used["seed"].astype(np.int64),
+            "compared_epoch": used["compared_epoch"].astype(np.int64),
+            "stratum": used["architecture"] if stratify else ALL_PAIRS,
+        },
+        index=used.index,
+    )
+
+
+def score_compared_pairs(run_dir: str | Path, pairs: pd.DataFrame) -> PairedScores:
+    """Load both arms of each pair at its compared epoch and predict every test image once.
+
+    A pair whose checkpoint no longer holds those models is named in ``missing``, not scored.
+    """
+    run_dir = Path(run_dir)
+    found, missing = {}, []
+    for pair_id, pair in pairs.iterrows():
+        try:
+            found[pair_id] = compared_models(run_dir / pair["trial_dir"], pair["compared_epoch"])
+        except CheckpointMissing as e:
+            missing.append(f"pair {pair_id}: {e}")
+    if not found:
+        return PairedScores(None, missing)
+    arrays, _ = load_test_arrays(run_dir)
+    test_images = datasets.scale_images(arrays.x_test)
+    frames = []
+    for pair_id, (directory, compared) in found.items():
+        for arm in ARMS:
+            model = load_model(directory, arm, compared=compared)
+            predicted = _predict(model, test_images).argmax(axis=1)
+            frames.append(_pair_rows(pair_id, arm, pairs.loc[pair_id], predicted, arrays.y_test))
+    table = pd.concat(frames, ignore_index=True).astype(PAIR_COLUMNS)
+    return PairedScores(table, missing)
+
+
+def _pair_rows(
+    pair_id: str, arm: str, pair: pd.Series, predicted: np.ndarray, true: np.ndarray
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "pair_id": pair_id,
+            "arm": arm,
+            "trial_id": f"{pair_id}-{arm}",
+            "architecture": pair["architecture"],
+            "stratum": pair["stratum"],
+            "seed": pair["seed"],
+            "compared_epoch": pair["compared_epoch"],
+            "test_acc": float(np.mean(predicted == true)),
+            "test_index": np.arange(len(true)),
+            "predicted": predicted,
+            "true": true,
+        }
+    )
+
+
+def save_paired_scores(run_dir: str | Path, scores: PairedScores) -> None:
+    if scores.table is not None:
+        write_parquet(Path(run_dir) / TEST_PAIRS_FILE, scores.table)
+
+
+def load_paired_scores(run_dir: str | Path) -> pd.DataFrame | None:
+    """The saved test scores of the compared pairs, or None when they were never made."""
+    path = Path(run_dir) / TEST_PAIRS_FILE
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def pairs_current(table: pd.DataFrame | None, pairs: pd.DataFrame) -> bool:
+    """Whether saved paired scores are of today's compared pairs, at the same epochs."""
+    if table is None:
+        return False
+    saved = table.drop_duplicates("pair_id").set_index("pair_id")["compared_epoch"]
+    return saved.sort_index().astype(np.int64).to_dict() == pairs["compared_epoch"].to_dict()
+
+
+def confirmatory_row(
+    table: pd.DataFrame | None, n_compared: int, primary: pd.Series, *, confidence: float = 0.95
+) -> dict[str, Any]:
+    """The ``confirmatory`` row of the comparison: MixUp − plain in ``test_acc`` over the scored
+    pairs (``table``, see ``score_compared_pairs``) with its interval; ``n_compared`` pairs were
+    compared on validation; ``primary`` (the primary row) gives the failure counts."""
+    deltas, strata, accuracy = _test_deltas(table)
+    if len(deltas):
+        estimate = comparisons.paired_estimate(deltas, strata, confidence=confidence)
+    else:
+        estimate = dict.fromkeys(("diff", "ci_low", "ci_high", "df", "p_value"), np.nan)
+        estimate["n_strata"] = 0
+    # Each stratum weighs as the estimate weighs it, so that mixup − plain == diff.
+    arms = accuracy[list(ARMS)].groupby(strata).mean().mean() if len(accuracy) else {}
+    failures = {c: primary[c] for c in primary.index if c.startswith(("n_error", "n_diverged"))}
+    return {
+        "metric": CONFIRMATORY_METRIC, "role": CONFIRMATORY, "architecture": ALL_PAIRS,
+        "n_pairs": len(deltas), "n_seeds": accuracy["seed"].nunique() if len(accuracy) else 0,
+        "plain": arms.get("plain", np.nan), "mixup": arms.get("mixup", np.nan),
+        "diff": estimate["diff"], "ci_low": estimate["ci_low"], "ci_high": estimate["ci_high"],
+        "ci_method": CONFIRMATORY_METHOD, "seed_ci_low": np.nan, "seed_ci_high": np.nan,
+        "ci_note": _confirmation_note(len(deltas), n_compared, estimate),
+        "p_value": estimate["p_value"], "p_holm": estimate["p_value"],
+        "arm_correlation": _arm_correlation(accuracy), **failures,
+        "n_unfinished": primary.get("n_unfinished", 0),
+        "best_plain": np.nan, "best_mixup": np.nan, "best_diff": np.nan,
+        "df": estimate["df"], "n_strata": estimate["n_strata"],
+    }  # fmt: skip
+
+
+def _test_deltas(table: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """correct_mixup − correct_plain per (pair, test image), each pair's stratum, and per pair
+    its seed and both arms' test accuracy; pairs lacking an arm are left out."""
+    if table is None or not len(table):
+        return np.zeros((0, 0)), np.array([], dtype=object), pd.DataFrame()
+    correct = table.assign(correct=(table["predicted"] == table["true"]).astype(np.float64))
+    by_arm = correct.pivot_table(
+        index="pair_id", columns=["arm", "test_index"], values="correct", observed=True
+    ).dropna()
+    deltas = (by_arm["mixup"] - by_arm["plain"]).to_numpy(dtype=np.float64)
+    pairs = table.drop_duplicates(["pair_id", "arm"]).pivot(
+        index="pair_id", columns="arm", values="test_acc"
+    )
+    about = table.drop_duplicates("pair_id").set_index("pair_id")[["stratum", "seed"]]
+    accuracy = pairs.join(about).loc[by_arm.index]
+    return deltas, accuracy["stratum"].to_numpy(dtype=object), accuracy
+
+
+def _arm_correlation(accuracy: pd.DataFrame) -> float:
+    """Pearson correlation of the arms' test accuracy across pairs (NaN below 3 or no spread)."""
+    if len(accuracy) < 3 or accuracy["plain"].nunique() < 2 or accuracy["mixup"].nunique() < 2:
+        return np.nan
+    return float(np.corrcoef(accuracy["plain"], accuracy["mixup"])[0, 1])
+
+
+def _confirmation_note(scored: int, compared: int, estimate: dict[str, Any]) -> str:
+    """Why the confirmatory interval is missing or covers fewer pairs than were compared."""
+    notes = []
+    if scored < compared:
+        notes.append(
+            f"{compared - scored} of {compared} compared pairs have no models of their compared "
+            "epoch left (checkpoints missing) and are not scored on the test set"
+        )
+    if not np.isfinite(estimate["ci_low"]):
+        notes.append("no test interval: fewer than 2 scored pairs, or no spread")
+    return "; ".join(notes)
+
+
+def with_confirmation(comparison: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
+    """The comparison with ``row`` as its one confirmatory row (replacing an older one)."""
+    kept = comparison[comparison["role"] != CONFIRMATORY]
+    columns = [*comparison.columns, *(c for c in ("df", "n_strata") if c not in comparison)]
+    added = pd.DataFrame([row]).reindex(columns=columns)
+    shared = {c: t for c, t in comparison.dtypes.items() if c in added}
+    table = pd.concat([kept, added.astype(shared)], ignore_index=True)
+    table.attrs = dict(comparison.attrs)
+    return table
+
+
+def format_confirmation(comparison: pd.DataFrame) -> str | None:
+    """The confirmatory row as one line for a terminal or the report; None when there is none."""
+    rows = comparison[comparison["role"] == CONFIRMATORY]
+    if not len(rows):
+        return None
+    row = rows.iloc[0]
+    level = comparison.attrs.get("confidence", 0.95)
+    if np.isfinite(row["ci_low"]):
+        interval = f"[{level:.0%} {row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+    else:
+        interval = f"[no {level:.0%} interval]"
+    p_value = f", p = {row['p_value']:.3g}" if np.isfinite(row["p_value"]) else ""
+    diff = f"{row['diff']:+.4f}" if np.isfinite(row["diff"]) else "-"
+    line = (
+        f"Confirmation on the test set (both arms of {row['n_pairs']} compared pairs, scored "
+        f"once): MixUp − plain {diff} {interval}{p_value}"
+    )
+    return line + (f" ({row['ci_note']})" if row["ci_note"] else "")

@@ -37,6 +37,7 @@ IMPORTANCE_FILE = "importance.parquet"
 TEST_EVAL_FILE = "test_eval.parquet"
 CONFUSION_FILE = "confusion.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
+TEST_PAIRS_FILE = "test_pairs.parquet"
 MANIFEST_FILE = "run_manifest.json"
 # The until-decided search's confidence sequence, round by round (tune_mnist.rounds). In a folder:
 # a resumed Tune run copies the run folder's top-level .json files to its staging folder and

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from tune_mnist import plots
 from tune_mnist.comparison import FAILED, format_comparison
+from tune_mnist.evaluation import format_confirmation
 from tune_mnist.files import REPORT_FILE, ManifestError, atomic_write, read_manifest
 from tune_mnist.space import ARM_KEYS, KEYS
 
@@ -175,7 +176,8 @@ def run_section(tables: RunTables, context: Context) -> Section:
 
 
 def primary_section(tables: RunTables, context: Context) -> Section:
-    """The protocol's primary result first, then the rest of the comparison and what failed."""
+    """The protocol's primary result first, beside it its confirmation on the test set, then the
+    rest of the comparison and what failed."""
     trials = tables.trials
     counts = trials.drop_duplicates("pair_id")["status"].value_counts().sort_index()
     pairs = "<p>" + _text("Pairs: " + ", ".join(f"{n} {s}" for s, n in counts.items())) + "</p>"
@@ -183,7 +185,10 @@ def primary_section(tables: RunTables, context: Context) -> Section:
         return Section("Primary result", pairs + _note("No pair finished."))
     primary, *rest = format_comparison(tables.comparison).splitlines()
     details = "\n".join(rest).strip("\n")
-    parts = [f'<p class="primary">{_text(primary)}</p>', pairs, f"<pre>{_text(details)}</pre>"]
+    parts = [f'<p class="primary">{_text(primary)}</p>']
+    confirmation = format_confirmation(tables.comparison)
+    parts += [f'<p class="primary">{_text(confirmation)}</p>'] if confirmation else []
+    parts += [pairs, f"<pre>{_text(details)}</pre>"]
     failed = trials[trials["status"].isin(FAILED)]
     if len(failed):
         columns = ["trial_id", "architecture", "status", "error"]

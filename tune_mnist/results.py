@@ -7,7 +7,8 @@
 `finish(run_dir)` is the one step after a search, shared by the end of `python -m tune_mnist.run`
 and by `python -m tune_mnist.results RUN_DIR [--plot] [--report]`: collect the tables, write them,
 compare the arms (protocol in `tune_mnist.comparison`), evaluate the final models on the test set
-(once: a saved evaluation of the same models is reused), print the summary and write the
+(once: a saved evaluation of the same models is reused), score both arms of every compared pair on
+the test set (once; the comparison's confirmatory row), print the summary and write the
 TensorBoard files (`tune_mnist.tensorboard_events`). Every file is written atomically (see
 `tune_mnist.files`). A run at a storage URI is worked on in a local mirror whose new files are
 uploaded (`tune_mnist.storage.local_mirror`).
@@ -83,6 +84,8 @@ class Tables:
     test_eval: pd.DataFrame | None = None
     confusion: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
+    # Both arms of every compared pair on the test set (evaluation.score_compared_pairs).
+    test_pairs: pd.DataFrame | None = None
 
 
 @dataclass
@@ -363,6 +366,9 @@ def _load(run_dir: Path, *, shown: str) -> Tables:
         raise FileNotFoundError(f"{shown}: no trials found (is this a tune_mnist run directory?)")
     else:
         tables = collect(run_dir)
+    tables.test_pairs = test_evaluation.load_paired_scores(run_dir)
+    if tables.test_pairs is not None and not _has_tables(run_dir):  # rebuilt: no confirmatory row
+        _confirm(tables, _compared_pairs(run_dir, tables))
     evaluation = test_evaluation.load_evaluation(run_dir)
     if evaluation is None:
         warnings.warn(
@@ -389,6 +395,8 @@ def summary(tables: Tables) -> str:
     lines = ["", "Pairs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if trials["status"].eq("TERMINATED").any():
         lines += ["", format_comparison(tables.comparison)]
+        confirmation = test_evaluation.format_confirmation(tables.comparison)
+        lines += ["", confirmation] if confirmation else []
         searched = format_dependence(tables.dependence, tables.importance)
         lines += ["", searched] if searched else []
     else:
@@ -415,6 +423,39 @@ def _test_evaluation(run_dir: Path, tables: Tables) -> test_evaluation.Evaluatio
         return None
     test_evaluation.save_evaluation(run_dir, evaluation)
     return evaluation
+
+
+def _compared_pairs(run_dir: Path, tables: Tables) -> pd.DataFrame:
+    """The compared pairs, stratified by architecture unless the space draws configurations at
+    random (then every pair is its own configuration: one stratum)."""
+    space = _recorded_space(run_dir)
+    stratify = space is None or not space.randoms
+    return test_evaluation.compared_pairs(tables.trials, tables.epochs, stratify=stratify)
+
+
+def _paired_test_scores(run_dir: Path, tables: Tables, pairs: pd.DataFrame) -> None:
+    """Both arms of every compared pair on the test set: the saved scores if they are of today's
+    compared pairs, else new ones (saved); says on stdout which pairs could not be scored."""
+    saved = test_evaluation.load_paired_scores(run_dir)
+    if test_evaluation.pairs_current(saved, pairs):
+        tables.test_pairs = saved
+        return
+    scores = test_evaluation.score_compared_pairs(run_dir, pairs)
+    for line in scores.missing:
+        print(f"Not scored on the test set: {line}", flush=True)
+    test_evaluation.save_paired_scores(run_dir, scores)
+    tables.test_pairs = scores.table
+
+
+def _confirm(tables: Tables, pairs: pd.DataFrame) -> None:
+    """Put the confirmatory row (MixUp − plain on the test set) into the comparison."""
+    comparison = tables.comparison
+    primary = comparison[comparison["role"] == "primary"].iloc[0]
+    confidence = comparison.attrs.get("confidence", 0.95)
+    row = test_evaluation.confirmatory_row(
+        tables.test_pairs, len(pairs), primary, confidence=confidence
+    )
+    tables.comparison = test_evaluation.with_confirmation(comparison, row)
 
 
 def finish(
@@ -444,6 +485,10 @@ def _finish(
     save(run_dir, tables)
     evaluation = _test_evaluation(run_dir, tables)
     _attach(tables, evaluation)
+    pairs = _compared_pairs(run_dir, tables)
+    _paired_test_scores(run_dir, tables, pairs)
+    _confirm(tables, pairs)
+    write_parquet(run_dir / COMPARISON_FILE, tables.comparison)
     print(summary(tables), flush=True)
     print("\n" + test_evaluation.format_evaluation(evaluation), flush=True)
     _tensorboard(run_dir, tables, shown)
