@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import Driver
@@ -78,7 +79,7 @@ def _assert_epochs_continuous(epochs: pd.DataFrame, trials: pd.DataFrame) -> Non
 
 def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tmp_path, drivers):
     """Cases 1 and 4 in one search: seed 0's worker is SIGKILLed mid-training, seed 1 fails on every
-    attempt, seed 2's loss is NaN."""
+    attempt, seed 2's MixUp loss is NaN from epoch 2 on (its compared epoch is 1)."""
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
     run_dir = tmp_path / "runs" / "faults"
     driver = drivers(
@@ -97,7 +98,7 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
             "faults",
         ],
         tmp_path / "log.txt",
-        env={FAULT_ENV: "error:seed=1,nan:seed=2"},
+        env={FAULT_ENV: "error:seed=1,nan@2:seed=2"},
     )
 
     def first_epoch_of_seed_0():
@@ -129,6 +130,7 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
     assert trials.loc[(2, "mixup"), "status"] == "DIVERGED" and pd.isna(
         trials.loc[(2, "mixup"), "error"]
     )
+    assert trials.loc[(2, "mixup"), "epochs_run"] == 2
     assert (
         trials.loc[(2, "plain"), "status"] == "TERMINATED"
         and trials.loc[(2, "plain"), "epochs_run"] == 3
@@ -138,6 +140,44 @@ def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tm
     pids = {row["pid"] for row in _result_rows(victim_dir)}
     assert pid in pids and len(pids) == 2
     assert f"ERROR: {trials.loc[(1, 'plain'), 'trial_id']}" in output and "DIVERGED" in output
+    _assert_compared_models_scored(run_dir, trials.loc[2, "trial_dir"].iloc[0])
+
+
+def _assert_compared_models_scored(run_dir: Path, diverged_trial: str) -> None:
+    """Seed 2's compared epoch 1 outlives Tune's two kept checkpoints (epochs 2 and 3): its latest
+    checkpoint carries both arms' epoch-1 models, and the test set scores them."""
+    from tune_mnist import data
+    from tune_mnist.checkpoint import latest_checkpoint, load_model, load_state
+
+    test_pairs = pd.read_parquet(run_dir / "test_pairs.parquet").set_index(["seed", "arm"])
+    assert set(test_pairs.index.unique()) == {(s, a) for s in (0, 2) for a in ("plain", "mixup")}
+    assert (test_pairs.loc[2, "compared_epoch"] == 1).all()
+    assert (test_pairs.loc[0, "compared_epoch"] == 3).all()
+    directory, epoch = latest_checkpoint(run_dir / diverged_trial)
+    assert epoch == 3 and load_state(directory)["compared_epoch"] == 1
+    kept = {load_state(c)["epoch"] for c in (run_dir / diverged_trial).glob("checkpoint_*")}
+    assert 1 not in kept
+    args = json.loads((run_dir / "run_manifest.json").read_text())["args"]
+    arrays = data.load_arrays(args["dataset"], seed=args["seed"])
+    val_fraction, seed = args["val_fraction"], args["seed"]
+    search = data.split(arrays, args["dataset"], val_fraction=val_fraction, seed=seed)
+    val_predictions = pd.read_parquet(run_dir / "val_predictions.parquet")
+    test_images = data.scale_images(arrays.x_test)
+    for arm in ("plain", "mixup"):
+        model = load_model(directory, arm, compared=True)
+        # The epoch-1 model: it predicts the validation classes recorded at epoch 1, not NaN's.
+        recorded = val_predictions[
+            (val_predictions["trial_id"] == test_pairs.loc[(2, arm), "trial_id"].iloc[0])
+            & (val_predictions["epoch"] == 1)
+        ].sort_values("image")["predicted"]
+        val_images = data.scale_images(search.x_val)
+        predicted = model.predict(val_images, batch_size=500, verbose=0).argmax(axis=1)
+        np.testing.assert_array_equal(predicted, recorded)
+        scored = test_pairs.loc[(2, arm)].sort_values("test_index")["predicted"]
+        np.testing.assert_array_equal(scored, model.predict(test_images, verbose=0).argmax(axis=1))
+    comparison = pd.read_parquet(run_dir / "comparison.parquet")
+    (confirmatory,) = comparison[comparison["role"] == "confirmatory"].itertuples()
+    assert confirmatory.n_pairs == 2 and confirmatory.n_diverged_mixup == 1
 
 
 def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
