@@ -344,7 +344,8 @@ def load(run_dir: str | Path) -> Tables:
     if the run was interrupted.
 
     ``test_eval``, ``confusion`` and ``test_predictions`` are None (with a warning saying how to
-    make them) when the run has no test evaluation yet. Nothing is written.
+    make them) when the run has no test evaluation yet; ``test_pairs`` is None until both arms of
+    the compared pairs were scored on the test set. Nothing is written.
     """
     # At a URI, the top-level files (the Parquet tables) first: the trial folders, with a
     # checkpoint each, are downloaded only when the tables must be rebuilt from them.
