@@ -54,6 +54,7 @@ from tune_mnist.storage import is_uri, join, local_mirror, read_bytes
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
+MISSING_SHOWN = 5  # pairs named when compared pairs cannot be scored on the test set
 PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the learning curves and forest can show
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130  # of `python -m tune_mnist.results`, with 0
 TABLE_FILES = {
@@ -442,8 +443,10 @@ def _paired_test_scores(run_dir: Path, tables: Tables, pairs: pd.DataFrame) -> N
         tables.test_pairs = saved
         return
     scores = test_evaluation.score_compared_pairs(run_dir, pairs)
-    for line in scores.missing:
+    for line in scores.missing[:MISSING_SHOWN]:
         print(f"Not scored on the test set: {line}", flush=True)
+    if len(scores.missing) > MISSING_SHOWN:
+        print(f"Not scored on the test set: {len(scores.missing) - MISSING_SHOWN} more pairs")
     test_evaluation.save_paired_scores(run_dir, scores)
     tables.test_pairs = scores.table
 
