@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from tune_mnist.estimates import paired_estimate
+from tune_mnist import estimates
 from tune_mnist.metrics import CHANCE_ACCURACY
 from tune_mnist.space import ARMS, POOLED
 
@@ -155,6 +155,18 @@ def with_sequence(table: pd.DataFrame, state: dict[str, object]) -> pd.DataFrame
     combined = pd.concat([head, descriptive, tail], ignore_index=True).astype(COLUMNS)
     combined.attrs = {**table.attrs, "decision": decision.describe()}
     return combined
+
+
+def paired_estimate(
+    deltas: np.ndarray, strata: Sequence[object] | np.ndarray, *, confidence: float = 0.95
+) -> dict[str, float]:
+    """MixUp − plain from per-image differences (pairs, images) of one image set (the test set's
+    confirmation): the estimate of the primary row, as a dict (``diff``, ``ci_low``, ``ci_high``,
+    ``df``, ``p_value``, ``se``, ``n_pairs``, ``n_strata``, ``note``)."""
+    deltas = np.asarray(deltas, dtype=np.float64)
+    estimate = estimates.paired_estimate(deltas.mean(axis=1), strata, deltas, confidence=confidence)
+    keys = ("diff", "ci_low", "ci_high", "df", "p_value", "se", "n_pairs", "n_strata", "note")
+    return {key: getattr(estimate, key) for key in keys}
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -399,10 +411,10 @@ def _summary(
             images = images.groupby(sample["seed"]).mean().loc[units.index]
     values = units["diff"].round(DECIMALS).to_numpy(dtype=np.float64)
     strata = units["stratum"].to_numpy(dtype=str)
-    full = paired_estimate(values, strata, _rounded(images), confidence=confidence)
+    full = estimates.paired_estimate(values, strata, _rounded(images), confidence=confidence)
     replicate = full
     if images is not None:
-        replicate = paired_estimate(values, strata, confidence=confidence)
+        replicate = estimates.paired_estimate(values, strata, confidence=confidence)
     means = _stratified_means(units, strata if full.n_strata > 1 else None)
     return {
         "n_pairs": len(sample),

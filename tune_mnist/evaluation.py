@@ -428,7 +428,7 @@ def confirmatory_row(
         "n_pairs": len(deltas), "n_seeds": accuracy["seed"].nunique() if len(accuracy) else 0,
         "plain": arms.get("plain", np.nan), "mixup": arms.get("mixup", np.nan),
         "diff": estimate["diff"], "ci_low": estimate["ci_low"], "ci_high": estimate["ci_high"],
-        "ci_method": CONFIRMATORY_METHOD, "seed_ci_low": np.nan, "seed_ci_high": np.nan,
+        "ci_method": CONFIRMATORY_METHOD, "replicate_ci_low": np.nan, "replicate_ci_high": np.nan,
         "ci_note": _confirmation_note(len(deltas), n_compared, estimate),
         "p_value": estimate["p_value"], "p_holm": estimate["p_value"],
         "arm_correlation": _arm_correlation(accuracy), **failures,
