@@ -87,6 +87,8 @@ def test_rayjob_has_what_kuberay_requires():
     spec = job["spec"]
     assert spec["entrypoint"].startswith("python -m tune_mnist.run ")
     assert "--address auto" in spec["entrypoint"]
+    # Applied again, the job continues its run; without this it would be refused (exit 2).
+    assert "--resume-if-exists" in spec["entrypoint"].split()
     cluster = spec["rayClusterSpec"]
     assert cluster["authOptions"] == {"mode": "token"}
     # authOptions needs Ray >= 2.52; KubeRay reads the version from here.

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tune_mnist import data as datasets
-from tune_mnist import results
+from tune_mnist import results, run_lock
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.mlflow_runs import TrackingError, check_reachable
-from tune_mnist.space import Space, is_builtin, load_space
+from tune_mnist.space import DEFAULT_SPACE, Space, is_builtin, load_space
 from tune_mnist.storage import (
     delete_object,
     is_file,
@@ -70,7 +71,29 @@ class StorageError(Exception):
 
 
 def default_name(space: str, dataset: str) -> str:
-    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """SPACE-DATASET-TIME-XXXX: the random suffix keeps two runs started in the same second (a
+    job array, two users on one storage path) apart."""
+    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def run_exists(run_dir: str) -> bool:
+    """Whether a run was started at ``run_dir`` (its manifest is there)."""
+    try:
+        return is_file(join(run_dir, MANIFEST_FILE))
+    except (OSError, ValueError):  # an unreachable store: the write probe reports it
+        return False
+
+
+def free_name(storage: str, name: str) -> str:
+    """The first of NAME-2, NAME-3, ... that no run uses yet."""
+    for number in range(2, 100):
+        candidate = f"{name}-{number}"
+        if (
+            not run_exists(join(storage, candidate))
+            and run_lock.holder(join(storage, candidate)) is None
+        ):
+            return candidate
+    return f"{name}-{secrets.token_hex(2)}"
 
 
 def _git_commit() -> str | None:
@@ -205,6 +228,7 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
+        "resume_if_exists": getattr(args, "resume_if_exists", False),
         "dashboard": args.dashboard,
         "verbose": args.verbose,
         "report": args.report,
@@ -220,6 +244,10 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
     Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
     """
     storage = resolve(args.storage_path)
+    if getattr(args, "resume_if_exists", False):  # scripts build their own arguments
+        args.resume = run_exists(join(storage, args.name))
+        if not args.resume and args.space is None:
+            args.space = DEFAULT_SPACE
     if args.resume:
         args = _resume_args(join(storage, args.name), args)
     space: Space = load_space(args.space, seeds=args.seeds)
@@ -240,13 +268,41 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
         except TrackingError as e:
             raise UsageError(str(e)) from None
     run_dir = join(storage, args.name or default_name(args.space, args.dataset))
+    _check_unused(run_dir, args.resume)
     _check_writable(run_dir)
     return args, space, run_dir
+
+
+def _check_unused(run_dir: str, resume: bool) -> None:
+    """Refuse a run that another search started (unless resumed) or a driver runs now."""
+    storage, name = split(run_dir)
+    if not resume and run_exists(run_dir):
+        raise UsageError(
+            f"--name {name}: a run of that name already exists in {storage}; continue it with "
+            f"--resume (or --resume-if-exists), or start a new one with --name "
+            f"{free_name(storage, name)}"
+        )
+    found = run_lock.holder(run_dir)
+    if found is not None:
+        raise UsageError(
+            f"--name {name}: another driver is running this run ({found.describe()}); wait for it "
+            f"to end, or start a new one with --name {free_name(storage, name)}"
+        )
 
 
 def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     started = time.time()
     args, space, run_dir = prepare(args)
+    try:
+        with run_lock.hold(run_dir):
+            return _run_locked(args, space, run_dir, argv=argv, started=started)
+    except run_lock.RunLockedError as e:  # a driver started between prepare's check and here
+        raise UsageError(str(e)) from None
+
+
+def _run_locked(
+    args: argparse.Namespace, space: Space, run_dir: str, *, argv: list[str], started: float
+) -> int:
     search_data = _load_data(args)
     print(
         f"tune_mnist: {space.num_trials(args.num_samples)} pairs from {args.space} (each trains "
