@@ -179,13 +179,24 @@ def test_results_cli_rebuilds_the_same_tables(run_dir):
 
 
 def test_manifest_environment_never_records_secrets(monkeypatch):
-    from tune_mnist.search import recorded_environment
+    """Rule: only variables on the allow-list reach the manifest (and MLflow, which logs it);
+    RAY_ADDRESS without its credentials."""
+    from tune_mnist.search import RECORDED_ENVIRONMENT, recorded_environment
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "hunter2")
     monkeypatch.setenv("TUNE_MNIST_API_KEY", "hunter2")
     monkeypatch.setenv("RAY_redis_password", "hunter2")
     monkeypatch.setenv("TUNE_MNIST_SECRET_X", "hunter2")
+    # Names a prefix rule let through: Ray Jobs' HTTP headers carry bearer tokens.
+    monkeypatch.setenv("RAY_JOB_HEADERS", '{"Authorization": "Bearer hunter2"}')
+    monkeypatch.setenv("TF_SOMETHING_NEW", "hunter2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("RAY_ADDRESS", "https://admin:hunter2@head.example:8265?token=hunter2")
     monkeypatch.setenv("TUNE_MNIST_DATA_DIR", "/data")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     recorded = recorded_environment()
     assert recorded["TUNE_MNIST_DATA_DIR"] == "/data"
+    assert recorded["CUDA_VISIBLE_DEVICES"] == "0"
+    assert recorded["RAY_ADDRESS"] == "https://head.example:8265"
+    assert set(recorded) <= set(RECORDED_ENVIRONMENT)
     assert "hunter2" not in json.dumps(recorded)

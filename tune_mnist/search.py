@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tune_mnist import data as datasets
 from tune_mnist import results, run_lock
@@ -58,7 +59,30 @@ RESUME_DEFAULTS = {
     "worker_max_rss_mib": WORKER_MAX_RSS_MIB,
     "search_alg": "random",
 }
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+# The environment variables the manifest records (and with it MLflow, which logs the manifest):
+# those that change what a run computes or where it runs, by exact name. A prefix would let
+# through what a platform adds under it: RAY_JOB_HEADERS (HTTP headers with bearer tokens),
+# RAY_AUTH_TOKEN, AWS_* credentials.
+RECORDED_ENVIRONMENT = (
+    "TUNE_MNIST_DATA_DIR",
+    "TUNE_MNIST_QUIET",
+    "TUNE_MNIST_TESTING_FAULT",
+    "RAY_ADDRESS",  # recorded without user, password, query or fragment
+    "RAY_AUTH_MODE",
+    "TUNE_MAX_PENDING_TRIALS_PG",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "KERAS_BACKEND",
+    "PYTHONHASHSEED",
+    "MLFLOW_EXPERIMENT_NAME",
+)
 
 
 class UsageError(Exception):
@@ -142,13 +166,25 @@ def _check_writable(run_dir: str) -> None:
 
 
 def recorded_environment() -> dict[str, str]:
-    """The environment variables that shape a run, for the manifest; never those holding secrets."""
-    return {
-        name: value
-        for name, value in sorted(os.environ.items())
-        if name.startswith(("TUNE_MNIST_", "RAY_", "TF_", "CUDA_VISIBLE_DEVICES"))
-        and not any(word in name.upper() for word in SECRET_WORDS)
-    }
+    """The environment variables that shape a run, for the manifest: `RECORDED_ENVIRONMENT` only."""
+    found = {name: os.environ[name] for name in sorted(RECORDED_ENVIRONMENT) if name in os.environ}
+    if "RAY_ADDRESS" in found:
+        found["RAY_ADDRESS"] = _without_credentials(found["RAY_ADDRESS"])
+    return found
+
+
+def _without_credentials(address: str) -> str:
+    """An address less what may authenticate: ``user:password@``, a query, a fragment.
+
+    >>> _without_credentials("http://user:hunter2@head:8265/?token=hunter2")
+    'http://head:8265/'
+    >>> _without_credentials("user:hunter2@head:6379")
+    'head:6379'
+    """
+    if "://" not in address:
+        return address.rpartition("@")[2]
+    parts = urlsplit(address)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = False) -> None:
