@@ -225,6 +225,11 @@ def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = F
         return
     # A local instance is ours alone, so its workers may import TensorFlow up front (see
     # import_tensorflow). On a shared cluster only the log level joins the job's runtime env.
+    # Token authentication: Ray >= 2.59 (the floor in pyproject.toml) turns it on for a new local
+    # instance and makes the token (~/.ray/auth_token) unless RAY_AUTH_MODE says otherwise. Setting
+    # RAY_AUTH_MODE=token here instead would not do on older Ray: Ray reads it once, at `import
+    # ray`, so this process would still talk without a token to a GCS that requires one, and
+    # ray.init fails (checked with Ray 2.60).
     context = ray.init(
         logging_level=logging.INFO if verbose else logging.ERROR,
         include_dashboard=dashboard,
