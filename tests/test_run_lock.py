@@ -114,3 +114,16 @@ def test_the_lock_is_removed_when_the_driver_is_stopped(tmp_path, signum):
 def test_a_uri_run_is_not_locked():
     with hold("s3://bucket/runs/study"):
         assert holder("s3://bucket/runs/study") is None
+
+
+def test_a_half_written_lock_holds_until_its_lease_runs_out(tmp_path):
+    """A driver between creating its lock and writing it: not yet taken over."""
+    lock = tmp_path / "run" / LOCK_FILE
+    lock.parent.mkdir()
+    lock.write_text("")
+    with pytest.raises(RunLockedError, match="an unknown host"), hold(str(tmp_path / "run")):
+        pass
+    stale = time.time() - LEASE_S - 1
+    os.utime(lock, (stale, stale))
+    with hold(str(tmp_path / "run")):
+        assert holder(str(tmp_path / "run")).pid == os.getpid()

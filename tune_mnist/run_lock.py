@@ -119,7 +119,7 @@ def _read(path: Path) -> tuple[Holder, os.stat_result] | None:
     """The lock's holder and the file's stat, or None when there is no lock.
 
     A lock that exists but cannot be parsed (its writer was killed between create and write)
-    reads as a holder on no host with pid 0: stale once its lease ran out.
+    reads as pid 0 on an unknown host: stale once its lease ran out.
     """
     try:
         with open(path) as f:
@@ -131,7 +131,7 @@ def _read(path: Path) -> tuple[Holder, os.stat_result] | None:
         data: Any = json.loads(text)
         found = Holder(int(data["pid"]), str(data["host"]), float(data["started"]))
     except (ValueError, KeyError, TypeError):
-        found = Holder(0, "", stat.st_mtime)
+        found = Holder(0, "an unknown host", stat.st_mtime)
     return found, stat
 
 
