@@ -220,6 +220,7 @@ FLAGS = [
     "--max-concurrent",
     "--name",
     "--resume",
+    "--resume-if-exists",
     "--seed",
     "--bogus",
     "-x",
