@@ -60,6 +60,17 @@ def test_every_node_installs_the_project_and_starts_ray_with_token_auth(name):
     assert "--dashboard-host=127.0.0.1" in head_start
 
 
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_no_node_writes_core_dumps(name):
+    """A core dump holds the process's memory: the auth token, credentials in its environment."""
+    config = load(name)
+    text = (CLUSTER_DIR / name).read_text()
+    assert "ulimit -c unlimited" not in text
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        assert start.index("ulimit -c 0") < start.index("ray start"), key
+
+
 def test_aws_has_autoscaling_cpu_and_gpu_worker_types():
     prepared = validate_like_ray_up(load("aws.yaml"))
     types = prepared["available_node_types"]
@@ -87,6 +98,8 @@ def test_rayjob_has_what_kuberay_requires():
     spec = job["spec"]
     assert spec["entrypoint"].startswith("python -m tune_mnist.run ")
     assert "--address auto" in spec["entrypoint"]
+    # Applied again, the job continues its run; without this it would be refused (exit 2).
+    assert "--resume-if-exists" in spec["entrypoint"].split()
     cluster = spec["rayClusterSpec"]
     assert cluster["authOptions"] == {"mode": "token"}
     # authOptions needs Ray >= 2.52; KubeRay reads the version from here.
@@ -115,6 +128,40 @@ def test_rayjob_has_what_kuberay_requires():
         if "nvidia.com/gpu" in c["resources"]["requests"]
     ]
     assert gpu_requests, "a GPU worker group should request nvidia.com/gpu"
+
+
+def _every_pod_template(job: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    cluster = job["spec"]["rayClusterSpec"]
+    return [
+        ("submitter", job["spec"]["submitterPodTemplate"]),
+        ("head", cluster["headGroupSpec"]["template"]),
+        *((group["groupName"], group["template"]) for group in cluster["workerGroupSpecs"]),
+    ]
+
+
+def test_every_rayjob_container_runs_restricted():
+    """Rule: every container (submitter, head, workers) runs as a non-root user, without
+    privilege escalation or capabilities, under the runtime's default seccomp filter (Kubernetes'
+    "restricted" Pod Security Standard)."""
+    job = load("kuberay-rayjob.yaml")
+    for name, template in _every_pod_template(job):
+        pod = template["spec"].get("securityContext", {})
+        assert pod.get("runAsUser", 0) != 0 and pod.get("runAsNonRoot") is True, name
+        for container in [
+            *template["spec"]["containers"],
+            *template["spec"].get("initContainers", []),
+        ]:
+            context = {**pod, **container.get("securityContext", {})}
+            assert context["runAsNonRoot"] is True, (name, container["name"])
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (name, container["name"])
+            assert not context["capabilities"].get("add"), (name, container["name"])
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, (
+                name,
+                container["name"],
+            )
+            assert not context.get("privileged", False), (name, container["name"])
+    assert job["spec"]["submitterPodTemplate"]["spec"]["restartPolicy"] == "Never"  # KubeRay's rule
 
 
 def test_rayjob_entrypoint_uses_a_space_and_data_the_image_contains():

@@ -15,6 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 BUILT_IN = "asha_wide, quickstart, seed_grid"
@@ -137,3 +140,32 @@ def test_a_copy_of_run_py_searches_with_the_default_space(installed):
     manifest = json.loads((storage / "wheel" / "run_manifest.json").read_text())
     assert manifest["args"]["space"] == "quickstart"
     assert manifest["space_source"] == "built-in:quickstart"
+
+
+def _lower_bounds() -> dict[str, Version]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    bounds = {}
+    for line in [*project["dependencies"], *project["optional-dependencies"]["notebook"]]:
+        requirement = Requirement(line)
+        for spec in requirement.specifier:
+            if spec.operator == ">=":
+                bounds[canonicalize_name(requirement.name)] = Version(spec.version)
+    return bounds
+
+
+def test_security_floors_and_their_pins():
+    """Rule: no supported version has a known hole: Keras >= 3.11 (safe_mode bypasses
+    CVE-2025-1550, CVE-2025-8747), Ray >= 2.59 (a local Ray with token authentication); and
+    .ci/minimum-versions.txt pins exactly pyproject's lower bounds, so CI tests these floors."""
+    bounds = _lower_bounds()
+    assert bounds["keras"] >= Version("3.11")
+    assert bounds["ray"] >= Version("2.59")
+    pins = {}
+    for line in (REPO / ".ci" / "minimum-versions.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = Version(version)
+    for name, pin in pins.items():
+        assert name in bounds, name
+        assert pin == bounds[name], (name, pin, bounds[name])

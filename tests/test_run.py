@@ -1,16 +1,19 @@
 """Bad input: one line on stderr, exit status 2, before Ray or training starts."""
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_search
+from conftest import run_search, search_failed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -249,6 +252,7 @@ FLAGS = [
     "--max-concurrent",
     "--name",
     "--resume",
+    "--resume-if-exists",
     "--seed",
     "--bogus",
     "-x",
@@ -394,3 +398,78 @@ def test_run_py_works_as_a_plain_script_from_another_folder(tmp_path):
     assert "(asha_wide, quickstart, seed_grid)" in " ".join(shown.stdout.split())
     bad = run_script("--space", "nosuch", "--storage-path", str(tmp_path / "out"))
     assert bad.returncode == 2 and "built-in: asha_wide, quickstart, seed_grid" in bad.stderr
+
+
+def _hashes(run_dir: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_an_existing_run_is_refused_without_resume_and_left_untouched(tmp_path):
+    """Rule: a finished run's name used again without --resume: exit 2 naming --resume and a free
+    name, before anything is written; --resume-if-exists continues it, or starts a new one."""
+    (tmp_path / "space.yaml").write_text("num_conv: 0\nfilters: 8\nbatch_size: 64\nseeds: 1\n")
+    command = [
+        "--space", str(tmp_path / "space.yaml"), "--train-subset", "100", "--max-epochs", "1",
+        "--storage-path", str(tmp_path / "runs"), "--name", "study",
+    ]  # fmt: skip
+    started = run_search(*command, "--resume-if-exists")
+    assert started.returncode == 0, search_failed(started)
+    run_dir = tmp_path / "runs" / "study"
+    before = _hashes(run_dir)
+    assert "run_manifest.json" in before
+
+    again = run_cli(*command)
+    assert again.returncode == 2, search_failed(again)
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0] and "--name study-2" in lines[0], lines
+    assert _hashes(run_dir) == before
+    assert not (tmp_path / "runs" / "study-2").exists()
+
+    resumed = run_search(*command, "--resume-if-exists")
+    assert resumed.returncode == 0, search_failed(resumed)
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["args"]["resume"] is True  # continued, not started again
+
+
+def test_a_run_a_live_driver_holds_is_refused_naming_it(tmp_path):
+    """Rule: a second driver on a running run: exit 2 naming the holder, its lock left alone."""
+    from tune_mnist.run_lock import LOCK_FILE
+
+    run_dir = tmp_path / "runs" / "study"
+    run_dir.mkdir(parents=True)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (run_dir / LOCK_FILE).write_text(json.dumps(holder))
+    before = _hashes(run_dir)
+    result = run_cli("--storage-path", str(tmp_path / "runs"), "--name", "study")
+    assert result.returncode == 2, search_failed(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {os.getpid()} on {socket.gethostname()}" in lines[0], lines
+    assert "--name study-2" in lines[0]
+    assert _hashes(run_dir) == before
+
+
+def test_a_dead_drivers_lock_does_not_block_the_run(tmp_path):
+    from tune_mnist.run import build_parser
+    from tune_mnist.run_lock import LOCK_FILE
+    from tune_mnist.search import prepare
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "runs" / "study"
+    run_dir.mkdir(parents=True)
+    holder = {"pid": dead.pid, "host": socket.gethostname(), "started": time.time()}
+    (run_dir / LOCK_FILE).write_text(json.dumps(holder))
+    argv = ["--storage-path", str(tmp_path / "runs"), "--name", "study", "--space", "quickstart"]
+    _, _, prepared = prepare(build_parser().parse_args(argv))
+    assert prepared == str(run_dir)
+
+
+def test_default_names_differ_within_the_same_second():
+    from tune_mnist.search import default_name
+
+    names = {default_name("quickstart", "mnist_sample") for _ in range(20)}
+    assert len(names) > 1

@@ -1,9 +1,11 @@
 """A real Ray Tune search end to end: real Ray, real TensorFlow training, real digits."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -179,13 +181,54 @@ def test_results_cli_rebuilds_the_same_tables(run_dir):
 
 
 def test_manifest_environment_never_records_secrets(monkeypatch):
-    from tune_mnist.search import recorded_environment
+    """Rule: only variables on the allow-list reach the manifest (and MLflow, which logs it);
+    RAY_ADDRESS without its credentials."""
+    from tune_mnist.search import RECORDED_ENVIRONMENT, recorded_environment
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "hunter2")
     monkeypatch.setenv("TUNE_MNIST_API_KEY", "hunter2")
     monkeypatch.setenv("RAY_redis_password", "hunter2")
     monkeypatch.setenv("TUNE_MNIST_SECRET_X", "hunter2")
+    # Names a prefix rule let through: Ray Jobs' HTTP headers carry bearer tokens.
+    monkeypatch.setenv("RAY_JOB_HEADERS", '{"Authorization": "Bearer hunter2"}')
+    monkeypatch.setenv("TF_SOMETHING_NEW", "hunter2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("RAY_ADDRESS", "https://admin:hunter2@head.example:8265?token=hunter2")
     monkeypatch.setenv("TUNE_MNIST_DATA_DIR", "/data")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     recorded = recorded_environment()
     assert recorded["TUNE_MNIST_DATA_DIR"] == "/data"
+    assert recorded["CUDA_VISIBLE_DEVICES"] == "0"
+    assert recorded["RAY_ADDRESS"] == "https://head.example:8265"
+    assert set(recorded) <= set(RECORDED_ENVIRONMENT)
     assert "hunter2" not in json.dumps(recorded)
+
+
+# A local Ray as a search starts it (search._init_ray without --address), asked from a worker.
+LOCAL_RAY_AUTH = """
+import os, ray
+from tune_mnist.search import _init_ray
+_init_ray(None)
+mode = ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote()
+print("worker RAY_AUTH_MODE:", ray.get(mode))
+ray.shutdown()
+"""
+
+
+def test_a_local_ray_requires_a_token(tmp_path):
+    """Rule: a search without --address starts its Ray with token authentication, its token made
+    for it, even where the user never set RAY_AUTH_MODE (anyone reaching the ports of an open Ray
+    can run code as this user)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # where Ray writes the token it makes (~/.ray/auth_token)
+    result = subprocess.run(
+        [sys.executable, "-c", LOCAL_RAY_AUTH],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "worker RAY_AUTH_MODE: token" in result.stdout
+    assert len((tmp_path / ".ray" / "auth_token").read_text().strip()) >= 32

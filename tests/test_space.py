@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tune_mnist.space import SpaceError, builtin_spaces, load_space, parse_space
 
@@ -111,6 +112,13 @@ def test_an_integer_key_drawn_from_a_range_stays_an_integer():
         ("mixup: {grid: [false, true]}\n", "trained with and without MixUp"),
         ("uniform_key: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
         ("seeds: 0\n", "'seeds' must be an integer"),
+        # Seeds reach NumPy and TensorFlow, which take 32-bit seeds: refused before training.
+        ("seed: 2147483648\n", "key 'seed': 2147483648 is out of range"),
+        ("seed: -1\n", "key 'seed': -1 is out of range"),
+        ("seed: {grid: [0, 4294967296]}\n", "key 'seed': 4294967296 is out of range"),
+        # Plain YAML keeps the last of two equal keys: a typo that silently changes the space.
+        ("num_conv: 1\nfilters: 8\nnum_conv: 3\n", "key 'num_conv' is given twice (lines 1 and 3)"),
+        ("dropout: {grid: [0.1], grid: [0.2]}\n", "key 'grid' is given twice (line 1)"),
         ("- a list\n", "expected a mapping"),
         ("dropout: {uniform: [0.5, 0.1]}\n", "low < high"),
         ("block_order: conv_bn_relu\n", "key 'block_order': 'conv_bn_relu' is out of range"),
@@ -161,3 +169,17 @@ def test_optuna_space_holds_the_random_keys_with_both_ends_included():
     }
     assert space.grid_points() == [{"batch_size": b, "seed": s} for b in (32, 64) for s in (0, 1)]
     assert parse_space({}).grid_points() == [{}]
+
+
+def test_the_largest_32_bit_seed_is_accepted(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("seed: 2147483647\n")
+    assert load_space(path).constants["seed"] == 2**31 - 1
+
+
+def test_a_yaml_merge_key_is_not_a_duplicate():
+    """`<<: *defaults` followed by an override is YAML's way to reuse a mapping, not a repeat."""
+    from tune_mnist.space import _UniqueKeyLoader
+
+    text = "base: &base {grid: [1, 2]}\nnum_conv:\n  <<: *base\n  grid: [0, 1]\n"
+    assert yaml.load(text, Loader=_UniqueKeyLoader)["num_conv"] == {"grid": [0, 1]}

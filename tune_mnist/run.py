@@ -280,9 +280,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "or a URI such as s3://BUCKET/PREFIX, gs://..., abfs://..."
         ),
     )
-    out.add_argument("--name", help="run folder name (default: SPACE-DATASET-TIME)")
     out.add_argument(
-        "--resume", action="store_true", help="continue the unfinished run STORAGE_PATH/NAME"
+        "--name",
+        help="run folder name, new unless resumed (default: SPACE-DATASET-TIME-RANDOM)",
+    )
+    # One driver per run: a local run folder is locked while a search runs in it; a run at a
+    # URI is not (object stores have no exclusive create), so never start two drivers on one.
+    resume = out.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "continue the unfinished run STORAGE_PATH/NAME (without it, an existing NAME is "
+            "refused; a run at a URI is not locked against a second driver: start only one)"
+        ),
+    )
+    resume.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help=(
+            "continue STORAGE_PATH/NAME if that run exists, else start it: for jobs that are "
+            "retried or applied again (KubeRay)"
+        ),
     )
     out.add_argument(
         "--report",
@@ -341,7 +360,10 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{option.replace('_', '-')} must not contain NUL characters")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
-    if not args.resume and args.space is None:
+    if args.resume_if_exists and not args.name:
+        raise UsageError("--resume-if-exists needs --name (and --storage-path) of the run")
+    # With --resume-if-exists the space is the existing run's, or the default (search.prepare).
+    if not (args.resume or args.resume_if_exists) and args.space is None:
         args.space = DEFAULT_SPACE
     if args.scheduler in SCHEDULER_ALIASES:
         name = SCHEDULER_ALIASES[args.scheduler]

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,13 +18,14 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tune_mnist import data as datasets
-from tune_mnist import results
+from tune_mnist import results, run_lock
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.mlflow_runs import TrackingError, check_reachable
-from tune_mnist.space import Space, is_builtin, load_space
+from tune_mnist.space import DEFAULT_SPACE, Space, is_builtin, load_space
 from tune_mnist.storage import (
     delete_object,
     is_file,
@@ -64,7 +66,30 @@ RESUME_DEFAULTS = {
 # gets the new name.
 SCHEDULERS = ("fifo", "asha")
 SCHEDULER_ALIASES = {"grid": "fifo"}
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+# The environment variables the manifest records (and with it MLflow, which logs the manifest):
+# those that change what a run computes or where it runs, by exact name. A prefix would let
+# through what a platform adds under it: RAY_JOB_HEADERS (HTTP headers with bearer tokens),
+# RAY_AUTH_TOKEN, AWS_* credentials.
+RECORDED_ENVIRONMENT = (
+    "TUNE_MNIST_DATA_DIR",
+    "TUNE_MNIST_QUIET",
+    "TUNE_MNIST_TESTING_FAULT",
+    "RAY_ADDRESS",  # recorded without user, password, query or fragment
+    "RAY_AUTH_MODE",
+    "TUNE_MAX_PENDING_TRIALS_PG",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "KERAS_BACKEND",
+    "PYTHONHASHSEED",
+    "MLFLOW_EXPERIMENT_NAME",
+)
 
 
 class UsageError(Exception):
@@ -77,7 +102,29 @@ class StorageError(Exception):
 
 
 def default_name(space: str, dataset: str) -> str:
-    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """SPACE-DATASET-TIME-XXXX: the random suffix keeps two runs started in the same second (a
+    job array, two users on one storage path) apart."""
+    return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def run_exists(run_dir: str) -> bool:
+    """Whether a run was started at ``run_dir`` (its manifest is there)."""
+    try:
+        return is_file(join(run_dir, MANIFEST_FILE))
+    except (OSError, ValueError):  # an unreachable store: the write probe reports it
+        return False
+
+
+def free_name(storage: str, name: str) -> str:
+    """The first of NAME-2, NAME-3, ... that no run uses yet."""
+    for number in range(2, 100):
+        candidate = f"{name}-{number}"
+        if (
+            not run_exists(join(storage, candidate))
+            and run_lock.holder(join(storage, candidate)) is None
+        ):
+            return candidate
+    return f"{name}-{secrets.token_hex(2)}"
 
 
 def _git_commit() -> str | None:
@@ -126,13 +173,25 @@ def _check_writable(run_dir: str) -> None:
 
 
 def recorded_environment() -> dict[str, str]:
-    """The environment variables that shape a run, for the manifest; never those holding secrets."""
-    return {
-        name: value
-        for name, value in sorted(os.environ.items())
-        if name.startswith(("TUNE_MNIST_", "RAY_", "TF_", "CUDA_VISIBLE_DEVICES"))
-        and not any(word in name.upper() for word in SECRET_WORDS)
-    }
+    """The environment variables that shape a run, for the manifest: `RECORDED_ENVIRONMENT` only."""
+    found = {name: os.environ[name] for name in sorted(RECORDED_ENVIRONMENT) if name in os.environ}
+    if "RAY_ADDRESS" in found:
+        found["RAY_ADDRESS"] = _without_credentials(found["RAY_ADDRESS"])
+    return found
+
+
+def _without_credentials(address: str) -> str:
+    """An address less what may authenticate: ``user:password@``, a query, a fragment.
+
+    >>> _without_credentials("http://user:hunter2@head:8265/?token=hunter2")
+    'http://head:8265/'
+    >>> _without_credentials("user:hunter2@head:6379")
+    'head:6379'
+    """
+    if "://" not in address:
+        return address.rpartition("@")[2]
+    parts = urlsplit(address)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = False) -> None:
@@ -173,6 +232,11 @@ def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = F
         return
     # A local instance is ours alone, so its workers may import TensorFlow up front (see
     # import_tensorflow). On a shared cluster only the log level joins the job's runtime env.
+    # Token authentication: Ray >= 2.59 (the floor in pyproject.toml) turns it on for a new local
+    # instance and makes the token (~/.ray/auth_token) unless RAY_AUTH_MODE says otherwise. Setting
+    # RAY_AUTH_MODE=token here instead would not do on older Ray: Ray reads it once, at `import
+    # ray`, so this process would still talk without a token to a GCS that requires one, and
+    # ray.init fails (checked with Ray 2.60).
     context = ray.init(
         logging_level=logging.INFO if verbose else logging.ERROR,
         include_dashboard=dashboard,
@@ -212,6 +276,7 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
     where = {
         "storage_path": args.storage_path,
         "name": args.name,
+        "resume_if_exists": getattr(args, "resume_if_exists", False),
         "dashboard": args.dashboard,
         "verbose": args.verbose,
         "report": args.report,
@@ -230,6 +295,10 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
     Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
     """
     storage = resolve(args.storage_path)
+    if getattr(args, "resume_if_exists", False):  # scripts build their own arguments
+        args.resume = run_exists(join(storage, args.name))
+        if not args.resume and args.space is None:
+            args.space = DEFAULT_SPACE
     if args.resume:
         args = _resume_args(join(storage, args.name), args)
     space: Space = load_space(
@@ -254,6 +323,7 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
         except TrackingError as e:
             raise UsageError(str(e)) from None
     run_dir = join(storage, args.name or default_name(args.space, args.dataset))
+    _check_unused(run_dir, args.resume)
     _check_writable(run_dir)
     return args, space, run_dir
 
@@ -272,9 +342,36 @@ def _check_until_decided(args: argparse.Namespace, space: Space) -> None:
             raise UsageError(f"--until-decided cannot be combined with {what}")
 
 
+def _check_unused(run_dir: str, resume: bool) -> None:
+    """Refuse a run that another search started (unless resumed) or a driver runs now."""
+    storage, name = split(run_dir)
+    if not resume and run_exists(run_dir):
+        raise UsageError(
+            f"--name {name}: a run of that name already exists in {storage}; continue it with "
+            f"--resume (or --resume-if-exists), or start a new one with --name "
+            f"{free_name(storage, name)}"
+        )
+    found = run_lock.holder(run_dir)
+    if found is not None:
+        raise UsageError(
+            f"--name {name}: another driver is running this run ({found.describe()}); wait for it "
+            f"to end, or start a new one with --name {free_name(storage, name)}"
+        )
+
+
 def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
     started = time.time()
     args, space, run_dir = prepare(args)
+    try:
+        with run_lock.hold(run_dir):
+            return _run_locked(args, space, run_dir, argv=argv, started=started)
+    except run_lock.RunLockedError as e:  # a driver started between prepare's check and here
+        raise UsageError(str(e)) from None
+
+
+def _run_locked(
+    args: argparse.Namespace, space: Space, run_dir: str, *, argv: list[str], started: float
+) -> int:
     search_data = _load_data(args)
     print(
         f"tune_mnist: {space.num_trials(args.num_samples)} pairs from {args.space} (each trains "

@@ -68,7 +68,8 @@ KEYS: dict[str, Key] = {
     "label_noise": Key(0.0, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "input_noise": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
     "mixup_alpha": Key(0.2, float, lambda v: v > 0, "a number > 0"),
-    "seed": Key(0, int, lambda v: v >= 0, "an integer >= 0"),
+    # Keras' set_random_seed hands it to NumPy's legacy seeding and TensorFlow: 32-bit seeds.
+    "seed": Key(0, int, _between(0, 2**31 - 1), "an integer from 0 to 2147483647"),
 }
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 MAX_SEEDS = 1000
@@ -279,12 +280,42 @@ def _read(space: str | Path) -> tuple[str, str]:
         raise SpaceError(f"{path}: cannot read the search space ({e.strerror or e})") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (tags never construct objects) that refuses a key given twice in one
+    mapping, where plain safe_load silently keeps the last: `num_conv: 1` ... `num_conv: 3`."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` merges, not repeats
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice ({_lines(first, key_node.start_mark.line)}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _lines(first: int, second: int) -> str:
+    return f"line {first + 1}" if first == second else f"lines {first + 1} and {second + 1}"
+
+
 def load_space(space: str | Path, *, seeds: int | None = None) -> Space:
-    """Read and validate a search space, a built-in name or a YAML file (safe_load: tags never
-    construct objects)."""
+    """Read and validate a search space, a built-in name or a YAML file (a safe loader: tags never
+    construct objects; a key given twice is refused)."""
     text, source = _read(space)
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: safe
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
