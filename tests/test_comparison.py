@@ -470,3 +470,19 @@ def test_a_run_whose_every_arm_failed_before_an_epoch_compares_no_pair():
     columns = {"trial_id": "string", "epoch": "int64", "val_acc": "float64"}
     epochs = pd.DataFrame(columns=list(columns)).astype(columns)
     assert row_of(compare(trials, epochs), "primary")["n_pairs"] == 0
+
+
+def test_under_asha_a_top_rung_row_compares_only_the_pairs_that_reached_it():
+    """Rule: with top_epoch the table adds the primary over the pairs compared at that epoch, and
+    the text says what the primary estimates (an epoch mixture under ASHA)."""
+    trials, epochs = make_tables(
+        Pair([0.80], [0.82], seed=0),
+        Pair([0.80, 0.85, 0.90], [0.80, 0.86, 0.93], seed=1),
+        Pair([0.80, 0.85, 0.90], [0.80, 0.86, 0.95], seed=2),
+    )
+    estimand = "the mean over the grid's cells, at each pair's compared epoch"
+    table = compare(trials, epochs, top_epoch=3, estimand=estimand)
+    top = table[table["role"] == "top rung"].iloc[0]
+    assert top["n_pairs"] == 2 and top["diff"] == pytest.approx(0.04)
+    assert row_of(table, "primary")["n_pairs"] == 3
+    assert f"It estimates {estimand}." in format_comparison(table)

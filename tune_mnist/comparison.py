@@ -85,6 +85,7 @@ def compare(
     design: str = "grid",
     confidence: float = 0.95,
     estimand: str = "",
+    top_epoch: int | None = None,
 ) -> pd.DataFrame:
     """MixUp minus plain at each pair's compared epoch: one row per (metric, row), long format.
 
@@ -95,8 +96,9 @@ def compare(
     of the ``val_acc`` intervals needs. ``design`` is one of `DESIGNS`; ``estimand`` (shown in
     the text) says what the primary result estimates under the run's scheduler and searcher.
     Rows: the primary row (``val_acc``, pooled), the pooled rows of the other metrics, the
-    sensitivity row, then the exploratory per-architecture rows, metric by metric (none for
-    random configurations: their exploratory table is per key, `tune_mnist.dependence`).
+    sensitivity row, with ``top_epoch`` (ASHA's top rung) the primary over the pairs compared
+    there (role ``top rung``), then the exploratory per-architecture rows, metric by metric
+    (none for random configurations: their exploratory table is per key, `tune_mnist.dependence`).
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -114,6 +116,12 @@ def compare(
     ]
     sensitivity = _sensitivity_sample(pairs)
     rows.append(_row(PRIMARY_METRIC, "sensitivity", SENSITIVITY, pairs, sensitivity, **options))
+    if top_epoch is not None:
+        top = pairs[pairs["compared_epoch"] == top_epoch]
+        label = f"{POOLED} (pairs compared at epoch {top_epoch})"
+        rows.append(
+            _row(PRIMARY_METRIC, "top rung", label, top, _sample(top, PRIMARY_METRIC), **options)
+        )
     for metric in METRICS if design != "random" else ():
         exploratory = [
             _row(metric, "exploratory", label, group, _sample(group, metric), **options)
@@ -489,7 +497,7 @@ def format_comparison(table: pd.DataFrame) -> str:
         lines += _aligned(exploratory, "architecture", level)
     elif table.attrs.get("design") == "random":
         lines += ["", "Exploratory, per key: the dependence table (dependence.parquet)."]
-    secondary = table[table["role"].isin(["pooled", "sensitivity"])]
+    secondary = table[table["role"].isin(["pooled", "sensitivity", "top rung"])]
     lines += [
         "",
         "Secondary, pooled (replicate-only intervals; sensitivity: failed arms at chance):",

@@ -256,12 +256,41 @@ def collect(run_dir: str | Path) -> Tables:
         compared = trials[trials["config/seed"] < int(state["rounds"])]
     predictions = val_predictions if len(val_predictions) else None
     comparison = compare(
-        compared, epochs[epochs["trial_id"].isin(compared["trial_id"])], predictions
+        compared,
+        epochs[epochs["trial_id"].isin(compared["trial_id"])],
+        predictions,
+        **_estimand(run_dir),
     )
     if state is not None:
         comparison = with_sequence(comparison, state)
     dependence, importance = analyse(trials, epochs, _recorded_space(run_dir))
     return Tables(trials, epochs, val_predictions, comparison, dependence, importance)
+
+
+def _estimand(run_dir: Path) -> dict[str, Any]:
+    """What the primary result estimates under the run's scheduler and searcher (its manifest),
+    and ASHA's top rung, for `compare`; nothing for a run without a readable manifest."""
+    try:
+        manifest = read_manifest(run_dir)
+        args, space = manifest["args"], parse_space(manifest["space"])
+    except (ManifestError, SpaceError, KeyError, TypeError):
+        return {}
+    epochs = int(args.get("max_epochs", 0))
+    if args.get("search_alg") == "tpe":
+        what = "the mean over the configurations TPE chose (not over the space)"
+    elif space.randoms:
+        what = "the mean over pairs of configurations drawn at random from the space"
+    else:
+        what = "the mean over the grid's cells"
+    if args.get("scheduler") == "asha":
+        where = (
+            "at each pair's compared epoch: an epoch mixture set by ASHA's stopping rule (the "
+            f"'top rung' row: the pairs compared at epoch {epochs})"
+        )
+        return {"estimand": f"{what}, {where}", "top_epoch": epochs}
+    if args.get("patience") is not None:
+        return {"estimand": f"{what}, at each pair's compared epoch (set by --patience)"}
+    return {"estimand": f"{what} at the last epoch ({epochs})"}
 
 
 def sequential_state(run_dir: str | Path) -> dict[str, Any] | None:
