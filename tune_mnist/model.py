@@ -1,8 +1,10 @@
 """The CNN of a configuration: conv blocks, hidden dense layers, a softmax over 10 classes.
 
 `num_conv: 0` gives an MLP, and with `num_dense: 0` a multinomial logistic regression. Conv layer i
-has `filters + i * filters_step` filters (24, 36, 48 ... as in the original study), 'same' padding,
-optional 2x2 max pooling after each conv block. Two block styles, chosen by search-space keys:
+has `filters + i * filters_step` filters (24, 36, 48 ... as in the original study), `padding`
+('same' by default; 'valid' for the pooling too), optional 2x2 max pooling after each conv block.
+The feature maps are flattened, or averaged per map with `global_pooling: true`. Three block
+styles, chosen by search-space keys:
 
 - the project's (the defaults: `block_order: bn_relu`, `dropout_at: blocks`,
   `dense_batch_norm: true`, `final_batch_norm: false`):
@@ -13,6 +15,10 @@ optional 2x2 max pooling after each conv block. Two block styles, chosen by sear
   search_spaces/seed_grid.yaml):
   Conv2D (with bias) -> ReLU -> BatchNorm per conv block; Flatten -> Dropout;
   Dense(activation='relu') -> Dropout per hidden dense layer; BatchNorm -> Dense softmax.
+- keras.io's MixUp example (`batch_norm: false`, `padding: valid`, `dropout_at: features`,
+  `global_pooling: true`; see search_spaces/keras_io_mixup.yaml): Conv2D -> ReLU -> MaxPool per
+  conv block; Dropout once on the last block's maps; GlobalAveragePooling2D; Dense -> ReLU per
+  hidden dense layer (no dropout); Dense softmax.
 
 The keys combine freely; `batch_norm: false` removes every batch norm layer whatever the others say.
 """
@@ -68,7 +74,7 @@ def conv_block(
     conv = layers.Conv2D(
         filters,
         config["kernel_size"],
-        padding="same",
+        padding=config["padding"],
         use_bias=_use_bias(config, norm),
         kernel_regularizer=regularizer,
     )
@@ -77,7 +83,7 @@ def conv_block(
     else:
         block = [conv, layers.ReLU(), *_batch_norm(norm, bn_kernel)]
     if config["pooling"] == "max":
-        block.append(layers.MaxPooling2D(2, padding="same"))
+        block.append(layers.MaxPooling2D(2, padding=config["padding"]))
     if config["dropout_at"] == "blocks":
         block += _dropout(config)
     return block
@@ -86,7 +92,8 @@ def conv_block(
 def dense_block(
     config: dict[str, Any], regularizer: Any, bn_kernel: str = "fused"
 ) -> list[layers.Layer]:
-    """A hidden dense layer, batch norm (`dense_batch_norm`) and ReLU in `block_order`, dropout."""
+    """A hidden dense layer, batch norm (`dense_batch_norm`) and ReLU in `block_order`, dropout
+    (unless `dropout_at: features`)."""
     norm = config["batch_norm"] and config["dense_batch_norm"]
     units = config["dense_units"]
     if config["block_order"] == "bn_relu":
@@ -98,7 +105,9 @@ def dense_block(
         # Written as the notebook writes it: the ReLU is the Dense layer's activation.
         dense = layers.Dense(units, activation="relu", kernel_regularizer=regularizer)
         block = [dense, *_batch_norm(norm, bn_kernel)]
-    return block + _dropout(config)  # after every hidden dense layer, whatever `dropout_at` says
+    if config["dropout_at"] == "features":  # the one dropout is on the conv features
+        return block
+    return block + _dropout(config)  # after every hidden dense layer otherwise
 
 
 def build_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.Model:
@@ -123,7 +132,9 @@ def build_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.Mo
         for f in conv_filters(config)
         for layer in conv_block(config, f, regularizer, bn_kernel)
     ]
-    body.append(layers.Flatten())
+    if config["dropout_at"] == "features":
+        body += _dropout(config)
+    body.append(layers.GlobalAveragePooling2D() if config["global_pooling"] else layers.Flatten())
     if config["dropout_at"] == "flatten":
         body += _dropout(config)
     for _ in range(config["num_dense"]):

@@ -49,6 +49,7 @@ from tune_mnist.files import (
 )
 from tune_mnist.metrics import METRICS, MODEL_METRICS
 from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
+from tune_mnist.replicates import marked_independent
 from tune_mnist.space import ARMS, KEYS, Space, SpaceError, architecture_label, parse_space
 from tune_mnist.storage import is_uri, join, local_mirror, read_bytes
 
@@ -250,6 +251,7 @@ def collect(run_dir: str | Path) -> Tables:
     trials = _typed_trials(pd.DataFrame(trial_rows, columns=_trial_columns()))
     epochs = _typed_epochs(pd.DataFrame(epoch_rows, columns=EPOCH_COLUMNS))
     val_predictions = _typed_predictions(predictions)
+    space = _recorded_space(run_dir)
     state = sequential_state(run_dir)
     compared = trials
     if state is not None:  # an until-decided run compares the pairs of its completed rounds
@@ -259,11 +261,12 @@ def collect(run_dir: str | Path) -> Tables:
         compared,
         epochs[epochs["trial_id"].isin(compared["trial_id"])],
         predictions,
+        design=_design(run_dir, space),
         **_estimand(run_dir),
     )
     if state is not None:
         comparison = with_sequence(comparison, state)
-    dependence, importance = analyse(trials, epochs, _recorded_space(run_dir))
+    dependence, importance = analyse(trials, epochs, space)
     return Tables(trials, epochs, val_predictions, comparison, dependence, importance)
 
 
@@ -318,6 +321,19 @@ def _recorded_space(run_dir: Path) -> Space | None:
         return parse_space(read_manifest(run_dir)["space"])
     except (ManifestError, SpaceError, KeyError):
         return None
+
+
+def _design(run_dir: Path, space: Space | None) -> str:
+    """How the run's pairs relate, for `compare`: 'grid' or 'random' (independent replicates of a
+    space without or with random keys), or 'clusters' (a run whose manifest lacks the mark of
+    independent replicates: pairs sharing a replicate number share their seed across cells)."""
+    try:
+        independent = marked_independent(read_manifest(run_dir))
+    except ManifestError:
+        independent = False
+    if not independent:
+        return "clusters"
+    return "random" if space is not None and space.randoms else "grid"
 
 
 def _trial_columns() -> list[str]:

@@ -98,8 +98,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--seeds",
         type=_positive_int,
         help=(
-            "repeat every configuration with seeds 0..N-1 (default: the space's 'seeds'; "
-            "without it, its 'seed' key)"
+            "run every configuration as N independent replicates, numbered 0..N-1 (default: the "
+            "space's 'seeds', else 1); --num-samples K on a space without random keys makes "
+            "that N*K"
         ),
     )
     what.add_argument(
@@ -113,7 +114,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--num-samples",
         type=_positive_int,
         default=1,
-        help="draws of the space's random keys (each is crossed with every grid value)",
+        help=(
+            "a space with random keys: K draws of them, each crossed with every grid value and "
+            "replicate; a space without: K times as many replicates (as --seeds N*K), never "
+            "copies of a pair"
+        ),
     )
     data = parser.add_argument_group("data")
     data.add_argument(

@@ -25,6 +25,7 @@ from tune_mnist import results, run_lock
 from tune_mnist.comparison import UNFINISHED
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.mlflow_runs import TrackingError, check_reachable
+from tune_mnist.replicates import MANIFEST_MARK, marked_independent
 from tune_mnist.space import DEFAULT_SPACE, Space, is_builtin, load_space
 from tune_mnist.storage import (
     delete_object,
@@ -264,8 +265,11 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
         str(original["space"]), str(original["dataset"])
     except (ManifestError, OSError, KeyError, TypeError, ValueError) as e:
         raise UsageError(f"--resume: {manifest_file} is unreadable ({e})") from None
+    # A run made before pairs were independent replicates continues its pairs exactly as begun.
+    independent = marked_independent(manifest)
     if args.space is not None:
-        given = load_space(args.space, seeds=args.seeds).to_dict()
+        given = _searched_space(args.space, args.seeds, original.get("num_samples", 1), independent)
+        given = given.to_dict()
         if json.loads(json.dumps(given, default=str)) != recorded_space:
             raise UsageError(
                 f"--resume: run {split(run_dir)[1]} was made with a different search space "
@@ -282,10 +286,31 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
         "report": args.report,
         "mlflow": args.mlflow,
     }
-    resumed = {**RESUME_DEFAULTS, **original, "resume": True, **where}
+    resumed = {
+        **RESUME_DEFAULTS,
+        **original,
+        "resume": True,
+        **where,
+        "independent_replicates": independent,
+    }
     if resumed.get("scheduler") in SCHEDULER_ALIASES:  # a run made before the rename
         resumed["scheduler"] = SCHEDULER_ALIASES[resumed["scheduler"]]
     return argparse.Namespace(**resumed)
+
+
+def _searched_space(
+    space: str, seeds: int | None, num_samples: int, independent_replicates: bool
+) -> Space:
+    """The space a search runs: `--num-samples` on a space without random keys adds replicate
+    numbers (`Space.replicated`) in a run of independent replicates; an older run ran copies."""
+    loaded = load_space(space, seeds=seeds)
+    return loaded.replicated(num_samples) if independent_replicates else loaded
+
+
+def samples_to_draw(args: argparse.Namespace, space: Space) -> int:
+    """Tune's num_samples: 1 where `--num-samples` became replicate numbers (`_searched_space`)."""
+    folded = args.independent_replicates and not space.randoms
+    return 1 if folded else args.num_samples
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
@@ -301,9 +326,10 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
             args.space = DEFAULT_SPACE
     if args.resume:
         args = _resume_args(join(storage, args.name), args)
-    space: Space = load_space(
-        args.space, seeds=args.max_replicates if args.until_decided else args.seeds
-    )
+    else:
+        args = argparse.Namespace(**{**vars(args), "independent_replicates": True})
+    seeds = args.max_replicates if args.until_decided else args.seeds  # rounds are replicates
+    space = _searched_space(args.space, seeds, args.num_samples, args.independent_replicates)
     if args.until_decided:
         _check_until_decided(args, space)
     if args.search_alg == "tpe" and not space.randoms:
@@ -311,7 +337,7 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
             f"--search-alg tpe: {args.space} has no random key for it to propose "
             "(choice, uniform, loguniform, randint); use --search-alg random"
         )
-    trials = space.num_trials(args.num_samples)
+    trials = space.num_trials(samples_to_draw(args, space))
     if not args.resume and trials > args.max_trials and not args.yes:
         raise UsageError(
             f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
@@ -374,8 +400,9 @@ def _run_locked(
 ) -> int:
     search_data = _load_data(args)
     print(
-        f"tune_mnist: {space.num_trials(args.num_samples)} pairs from {args.space} (each trains "
-        f"a plain and a MixUp model), up to {args.max_epochs} epochs each; results in {run_dir}",
+        f"tune_mnist: {space.num_trials(samples_to_draw(args, space))} pairs from {args.space} "
+        f"({_replicates_said(args, space)}; each trains a plain and a MixUp model), up to "
+        f"{args.max_epochs} epochs each; results in {run_dir}",
         flush=True,
     )
     manifest = _manifest(args, space, search_data, argv, started)
@@ -403,8 +430,18 @@ def _run_locked(
         if args.mlflow:  # after the manifest: it is logged too
             results.log_mlflow(args.mlflow, local, tables)
     print(f"\nResults: {run_dir}", flush=True)
-    needed, pairs = results.needed_pairs(tables.trials, run_dir, space.num_trials(args.num_samples))
+    pairs = space.num_trials(samples_to_draw(args, space))
+    needed, pairs = results.needed_pairs(tables.trials, run_dir, pairs)
     return _exit_status(needed, run_dir, pairs)
+
+
+def _replicates_said(args: argparse.Namespace, space: Space) -> str:
+    """How many replicates of what: '3 replicates of each configuration'."""
+    replicates = f"{space.replicates} replicate{'s' if space.replicates > 1 else ''}"
+    if space.randoms:
+        draws = samples_to_draw(args, space)
+        return f"{draws} draw{'s' if draws > 1 else ''} of the random keys, {replicates} of each"
+    return f"{replicates} of each configuration"
 
 
 @contextmanager
@@ -464,7 +501,10 @@ def _manifest(
     started: float,
 ) -> dict[str, Any]:
     """What the run was made from: command, arguments, space, data, environment, versions."""
+    # A resumed older run stays without the mark: its pairs are still seeded the old way.
+    mark = MANIFEST_MARK if args.independent_replicates else {}
     return {
+        **mark,
         "command": argv,
         "args": vars(args),
         "space": space.to_dict(),
@@ -539,6 +579,8 @@ def _tune(
         patience=args.patience,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
+        run_seed=args.seed,
+        independent_replicates=args.independent_replicates,
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
@@ -602,7 +644,7 @@ def _tune(
                 ),
             ),
             search_alg=search_alg,
-            num_samples=args.num_samples * per_sample,
+            num_samples=samples_to_draw(args, space) * per_sample,
             # On by default: a reused worker saves ~4 s per trial; the scheduler's WorkerLimits
             # replace it before what model.fit leaks per trained model adds up.
             reuse_actors=args.reuse_workers,
@@ -659,7 +701,7 @@ def _console_output(args: argparse.Namespace, space: Space) -> tuple[int, list[A
     from tune_mnist.progress import PairProgress
 
     progress = PairProgress(
-        pairs_total=space.num_trials(args.num_samples),
+        pairs_total=space.num_trials(samples_to_draw(args, space)),
         max_epochs=args.max_epochs,
         varying=[*space.grids, *space.randoms],
         upper_bound=args.scheduler == "asha" or args.patience is not None,

@@ -2,9 +2,11 @@
 
 A Tune trial is a pair (both MixUp arms in one process), so a searcher never sees an arm: it
 proposes the random keys of a configuration, and `GridRepeater` runs that proposal at every grid
-point (the seeds), sharing every other key, so the comparison's seed clusters hold as in a random
-search. The searcher learns from `pair_val_acc`, the mean of the two arms' `val_acc`, averaged over
-the grid points: what both arms share. Feeding it the MixUp difference instead would steer the
+point (the replicate numbers among them), sharing every other key, as a random draw does. Each
+sample, drawn or proposed, also gets a `sample` number that enters its pairs' seeds
+(tune_mnist.replicates): two samples whose keys happen to be equal are still distinct replicates.
+The searcher learns from `pair_val_acc`, the mean of the two arms' `val_acc`, averaged over the
+grid points: what both arms share. Feeding it the MixUp difference instead would steer the
 search toward configurations where the difference happened to be large, and the difference reported
 on those same configurations would then overstate it (a winner's curse on the compared quantity).
 """
@@ -15,9 +17,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray import tune
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import BasicVariantGenerator, Searcher
 
+from tune_mnist.replicates import SAMPLE_KEY, SEED_MODULUS
 from tune_mnist.space import Space
 
 EPOCH = "epoch"  # the trainable's own epoch count: the same after a retry from a checkpoint
@@ -51,7 +55,8 @@ class GridRepeater(Searcher):
     ranks it below every proposal that ran to the end (ordered by how far it got, then by score),
     as ASHA judged it, instead of comparing an epoch-1 score with full runs as a COMPLETE value.
     Grid points that failed without a score are left out of the mean; a proposal none of whose
-    grid points has a score is told as failed.
+    grid points has a score is told as failed. Proposals are numbered 0, 1, ... in the `sample`
+    key of their configurations, so TPE proposing the same values twice gives new replicates.
     """
 
     def __init__(self, searcher: Searcher, grid: list[dict[str, Any]], max_epochs: int) -> None:
@@ -68,7 +73,8 @@ class GridRepeater(Searcher):
             proposal = self.searcher.suggest(trial_id)
             if proposal is None or proposal == Searcher.FINISHED:
                 return proposal
-            self._filling, group = trial_id, _Group(proposal)
+            numbered = {**proposal, SAMPLE_KEY: len(self._groups)}
+            self._filling, group = trial_id, _Group(numbered)
             self._groups[trial_id] = group
         self._group_of[trial_id] = self._filling
         group.members.append(trial_id)
@@ -160,7 +166,12 @@ def make_search_alg(
         generator = BasicVariantGenerator(
             constant_grid_search=True, random_state=seed, max_concurrent=max_concurrent or 0
         )
-        return generator, space.param_space(), 1
+        param_space = space.param_space()
+        if space.randoms:
+            # Drawn once per sample like the random keys; two samples share one only with
+            # probability 2**-31 (and all their random keys besides).
+            param_space[SAMPLE_KEY] = tune.randint(0, SEED_MODULUS - 1)
+        return generator, param_space, 1
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch

@@ -1,12 +1,23 @@
 """Search spaces: YAML files of model/training keys, validated before Ray starts.
 
-A space is a built-in name (`quickstart`, `seed_grid`, `asha_wide`: package data of
-`tune_mnist.spaces`) or the path of a YAML file.
+A space is a built-in name (`quickstart`, `seed_grid`, `asha_wide`, `keras_io_mixup`: package data
+of `tune_mnist.spaces`) or the path of a YAML file.
 
 Each key is either a constant or one of `grid: [...]`, `choice: [...]`, `uniform: [lo, hi]`,
-`loguniform: [lo, hi]`, `randint: [lo, hi]` (both ends included). A top-level `seeds: N` repeats
-every configuration with seeds 0..N-1. There is no `mixup` key: every configuration is one Tune
-trial that trains a pair, the plain arm and the MixUp arm, the paired design the comparison needs.
+`loguniform: [lo, hi]`, `randint: [lo, hi]` (both ends included). There is no `mixup` key: every
+configuration is one Tune trial that trains a pair, the plain arm and the MixUp arm, the paired
+design the comparison needs.
+
+Replicates. Every pair is an independent replicate: its seed (initial weights, batch order, MixUp
+draws, dropout masks) is a hash of the run's `--seed`, its whole configuration and its replicate
+number, the `seed` key (`tune_mnist.replicates.pair_seed`), so pairs share nothing but the data.
+- `seeds: N` in the file, or `--seeds N` (which overrides it), runs every configuration as N
+  replicates, numbered 0..N-1. Without either, the `seed` key (default 0) is the one replicate.
+- `--num-samples K` on a space without random keys adds replicates, never copies: it is
+  `--seeds` times K (replicate numbers 0..N*K-1, each run once; see `Space.replicated`).
+- `--num-samples K` on a space with random keys draws K configurations, each run at every grid
+  value and replicate number. Each draw also gets a `sample` number (not shown in labels), so two
+  draws whose keys happen to be equal are still two different replicates.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tune_mnist.replicates import SAMPLE_KEY
 
 
 class SpaceError(Exception):
@@ -39,7 +52,8 @@ def _between(lo: float, hi: float) -> Callable[[Any], bool]:
 
 
 BLOCK_ORDERS = ("bn_relu", "relu_bn")
-DROPOUT_AT = ("blocks", "flatten")
+DROPOUT_AT = ("blocks", "flatten", "features")
+PADDINGS = ("same", "valid")
 # Where batch norms go when `batch_norm` is true; a file that sets `batch_norm: false` may not ask
 # for one (with `batch_norm` a grid or choice, they are simply absent where it is false).
 BATCH_NORM_PLACES = ("dense_batch_norm", "final_batch_norm")
@@ -50,6 +64,10 @@ KEYS: dict[str, Key] = {
     "filters_step": Key(12, int, _between(0, 1024), "an integer from 0 to 1024"),
     "kernel_size": Key(5, int, _between(1, 28), "an integer from 1 to 28"),
     "pooling": Key("none", str, lambda v: v in ("none", "max"), "'none' or 'max'"),
+    # 'valid' shrinks each conv's output by kernel_size - 1 (keras.io's MixUp example).
+    "padding": Key("same", str, lambda v: v in PADDINGS, "'same' or 'valid'"),
+    # Average each feature map to one number instead of flattening the maps.
+    "global_pooling": Key(False, bool, lambda v: True, "true or false"),
     "batch_norm": Key(True, bool, lambda v: True, "true or false"),
     # The block style (tune_mnist/model.py): the defaults build the project's blocks; relu_bn,
     # flatten, false, true the original notebook's. `batch_norm: false` removes every batch norm.
@@ -59,7 +77,9 @@ KEYS: dict[str, Key] = {
     "num_dense": Key(0, int, _between(0, 4), "an integer from 0 to 4"),
     "dense_units": Key(128, int, _between(1, 8192), "an integer from 1 to 8192"),
     "dropout": Key(0.4, float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "dropout_at": Key("blocks", str, lambda v: v in DROPOUT_AT, "'blocks' or 'flatten'"),
+    "dropout_at": Key(
+        "blocks", str, lambda v: v in DROPOUT_AT, "'blocks', 'flatten' or 'features'"
+    ),
     "l2": Key(0.0, float, lambda v: v >= 0, "a number >= 0"),
     "optimizer": Key("adam", str, lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
     "learning_rate": Key(1e-3, float, lambda v: 0 < v <= 10, "a number in (0, 10]"),
@@ -92,6 +112,31 @@ class Space:
 
     def num_trials(self, num_samples: int) -> int:
         return self.grid_size * num_samples
+
+    def replicated(self, num_samples: int) -> Space:
+        """The space that `--num-samples num_samples` searches once: for a space without random
+        keys, `num_samples` times as many replicate numbers (the `seed` values), continuing above
+        the highest, so that each sample is a new replicate rather than a copy of a pair. A space
+        with random keys is returned as it is (each sample draws a configuration).
+
+        >>> parse_space({"num_conv": {"grid": [1, 2]}, "seeds": 2}).replicated(3).grids["seed"]
+        [0, 1, 2, 3, 4, 5]
+        >>> parse_space({"seed": 7}).replicated(2).grids
+        {'seed': [7, 8]}
+        """
+        if self.randoms or num_samples == 1:
+            return self
+        numbers = self.grids["seed"] if "seed" in self.grids else [self.constants["seed"]]
+        above = itertools.count(max(numbers) + 1)
+        added = [next(above) for _ in range(len(numbers) * (num_samples - 1))]
+        constants = {k: v for k, v in self.constants.items() if k != "seed"}
+        grids = {**self.grids, "seed": [*numbers, *added]}
+        return Space(self.source, constants, grids, self.randoms)
+
+    @property
+    def replicates(self) -> int:
+        """Replicate numbers per configuration (the `seed` grid's length; 1 without one)."""
+        return len(self.grids.get("seed", [0]))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved space as plain data, for the run manifest."""
@@ -325,7 +370,9 @@ def load_space(space: str | Path, *, seeds: int | None = None) -> Space:
     return parse_space(document, source=source, seeds=seeds)
 
 
-ARM_KEYS = ("mixup", "seed")
+# Keys that tell pairs of one architecture apart, never part of its label: the arm, the replicate
+# number, and the number a searcher gives each sample (tune_mnist.replicates).
+ARM_KEYS = ("mixup", "seed", SAMPLE_KEY)
 # The two arms of every pair, by name and by the value of the `mixup` key.
 ARMS = {"plain": False, "mixup": True}
 # The architecture label of the rows that pool every architecture.

@@ -32,6 +32,7 @@ from tune_mnist.data import (
     scale_images,
 )
 from tune_mnist.metrics import CHANCE_ACCURACY, score
+from tune_mnist.replicates import pair_seed
 from tune_mnist.resources import (
     WORKER_RSS,
     ResourcePlan,
@@ -86,6 +87,17 @@ class TrialSettings:
     patience: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    # The run's --seed, which every pair seed derives from (tune_mnist/replicates.py).
+    run_seed: int = 0
+    # False only for a resumed run made before pairs were independent replicates: its pairs keep
+    # being seeded with the replicate number alone, so they continue exactly as they started.
+    independent_replicates: bool = True
+
+    def seed_of(self, config: dict[str, Any]) -> int:
+        """The seed of the pair `config`: its initial weights, batches, MixUp draws, dropout."""
+        if self.independent_replicates:
+            return pair_seed(config, self.run_seed)
+        return int(config["seed"])
 
 
 @dataclass
@@ -175,18 +187,23 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
     import ray
     from ray import tune
 
-    checkpoint = tune.get_checkpoint()
+    checkpoint, seed = tune.get_checkpoint(), settings.seed_of(config)
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            pair = PairTrainer.restore(config, data, Path(directory))
+            pair = PairTrainer.restore(config, data, Path(directory), seed=seed)
     else:
-        pair = PairTrainer.build(config, data)
+        pair = PairTrainer.build(config, data, seed=seed)
     node_id = ray.get_runtime_context().get_node_id()
     first = pair.state.epoch + 1
     for epoch in range(first, settings.max_epochs + 1):
         _inject_faults(config, pair.models, epoch, first_of_attempt=epoch == first)
         # The process's RSS: the scheduler replaces a reused worker that grew past its limit.
-        metrics = {**pair.train_epoch(epoch), "node_id": node_id, WORKER_RSS: process_rss_mib()}
+        metrics = {
+            **pair.train_epoch(epoch),
+            "pair_seed": pair.seed,  # what seeded this pair, for whoever checks its replicates
+            "node_id": node_id,
+            WORKER_RSS: process_rss_mib(),
+        }
         with tempfile.TemporaryDirectory(prefix="tune_mnist_ckpt_") as directory:
             pair.save(Path(directory))
             # tune.report copies the checkpoint to storage before it returns.
@@ -196,7 +213,11 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
 
 
 class PairTrainer:
-    """Both arms of one configuration, trained an epoch at a time; no Ray needed (tests use it)."""
+    """Both arms of one configuration, trained an epoch at a time; no Ray needed (tests use it).
+
+    `seed` is the pair's seed (`TrialSettings.seed_of`): the initial weights, the label noise, and
+    every epoch's batch order, MixUp draws and dropout masks derive from it.
+    """
 
     def __init__(
         self,
@@ -206,36 +227,40 @@ class PairTrainer:
         state: PairState,
         predictions: dict[str, np.ndarray],
         compared: dict[str, Any] | None = None,
+        *,
+        seed: int,
     ) -> None:
         from tune_mnist.pipeline import TrainingSet, with_label_noise
 
-        self.config, self.data, self.models = config, data, models
+        self.config, self.data, self.models, self.seed = config, data, models, seed
         self.state, self.predictions = state, predictions
         # Both arms' models at the compared epoch, once an arm diverged (PairState.compared_epoch).
         self.compared = compared or {}
         # Each active arm's weights after the last epoch trained: if an arm diverges in the next
         # one, they are the compared epoch's models, which Tune's two kept checkpoints soon lose.
         self.previous = self._weights()
-        y_train = with_label_noise(data.y_train, config["label_noise"], seed=config["seed"])
+        y_train = with_label_noise(data.y_train, config["label_noise"], seed=seed)
         self.training = TrainingSet.from_arrays(data.x_train, y_train)
         self.validation = ValidationSets.of(data)
 
     @classmethod
-    def build(cls, config: dict[str, Any], data: SearchData) -> PairTrainer:
+    def build(cls, config: dict[str, Any], data: SearchData, *, seed: int) -> PairTrainer:
         """New models with identical initial weights (the fairness the pair relies on)."""
         import keras
 
         from tune_mnist.model import compile_model
 
-        keras.utils.set_random_seed(config["seed"])
+        keras.utils.set_random_seed(seed)
         plain = compile_model(config)
         mixup = compile_model(config)
         mixup.set_weights(plain.get_weights())
         empty = {arm: np.zeros((0, len(data.y_val)), np.int8) for arm in ARMS}
-        return cls(config, data, {"plain": plain, "mixup": mixup}, PairState(), empty)
+        return cls(config, data, {"plain": plain, "mixup": mixup}, PairState(), empty, seed=seed)
 
     @classmethod
-    def restore(cls, config: dict[str, Any], data: SearchData, directory: Path) -> PairTrainer:
+    def restore(
+        cls, config: dict[str, Any], data: SearchData, directory: Path, *, seed: int
+    ) -> PairTrainer:
         """The pair as a checkpoint left it: it continues exactly as if never interrupted."""
         models = {arm: load_model(directory, arm) for arm in ARMS}
         compared = {arm: load_model(directory, arm, compared=True) for arm in ARMS}
@@ -243,13 +268,13 @@ class PairTrainer:
         predictions.pop("true")
         state = PairState(**load_state(directory))
         kept = {arm: model for arm, model in compared.items() if model is not None}
-        return cls(config, data, models, state, predictions, kept)
+        return cls(config, data, models, state, predictions, kept, seed=seed)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train every active arm one epoch; the report: both arms' metrics and the pair's score."""
         arm_metrics = {
             arm: _train_arm_epoch(
-                arm, self.models[arm], self.config, self.training, self.validation,
+                arm, self.models[arm], self.config, self.seed, self.training, self.validation,
                 self.predictions, epoch,
             )
             for arm in self.state.active_arms()
@@ -307,6 +332,7 @@ def _train_arm_epoch(
     arm: str,
     model: Any,
     config: dict[str, Any],
+    seed: int,
     training: Any,
     validation: ValidationSets,
     predictions: dict[str, np.ndarray],
@@ -315,10 +341,10 @@ def _train_arm_epoch(
     """One epoch of one arm on the pair's batches of that epoch, then its validation metrics."""
     from tune_mnist.pipeline import reseed_layers
 
-    reseed_layers(model, seed=config["seed"], epoch=epoch)
+    reseed_layers(model, seed=seed, epoch=epoch)
     batches = training.epoch(
         epoch=epoch,
-        seed=config["seed"],
+        seed=seed,
         batch_size=config["batch_size"],
         mixup_alpha=config["mixup_alpha"] if ARMS[arm] else None,
     )
