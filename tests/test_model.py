@@ -253,3 +253,45 @@ def test_fused_batch_norm_saves_and_loads_in_safe_mode(tmp_path, seed_grid_model
         loaded = keras.models.load_model(tmp_path / f"{kernel}.keras", safe_mode=True)
         assert {type(layer) for layer in loaded.layers if "batch_norm" in layer.name} == {cls}
         np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)
+
+
+def keras_io_mixup_model() -> keras.Sequential:
+    """keras.io's MixUp example's get_training_model() (examples/vision/mixup), in Keras 3."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(16, (5, 5), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(32, (5, 5), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(0.2),
+            layers.GlobalAvgPool2D(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def test_keras_io_mixup_space_builds_the_examples_model():
+    """Rule: the built-in keras_io_mixup space is the example's model: its layers in its order
+    (each ReLU a layer of its own here), 18,762 parameters, and the same function with the same
+    weights; trained as the example is (Adam 1e-3, batch 64, MixUp alpha 0.2)."""
+    space = load_space("keras_io_mixup")
+    config = space.grid_configs()[0]
+    ours, theirs = build_model(config), keras_io_mixup_model()
+    assert names(ours) == [
+        "Conv2D", "ReLU", "MaxPooling2D", "Conv2D", "ReLU", "MaxPooling2D", "Dropout",
+        "GlobalAveragePooling2D", "Dense", "ReLU", "Dense",
+    ]  # fmt: skip
+    assert [layer.output.shape for layer in ours.layers if not isinstance(layer, layers.ReLU)] == [
+        layer.output.shape for layer in theirs.layers
+    ]
+    by_hand = (5 * 5 * 1 * 16 + 16) + (5 * 5 * 16 * 32 + 32) + (32 * 128 + 128) + (128 * 10 + 10)
+    assert ours.count_params() == theirs.count_params() == by_hand == 18_762
+    theirs.set_weights(ours.get_weights())
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(
+        ours(images, training=False), theirs(images, training=False), rtol=1e-5, atol=1e-6
+    )
+    training = ("optimizer", "learning_rate", "batch_size", "mixup_alpha")
+    assert [config[k] for k in training] == ["adam", 1e-3, 64, 0.2] and space.replicates == 3

@@ -10,6 +10,7 @@ from tune_mnist.plots import FIGURE_FILES
 from tune_mnist.results import ExperimentError, collect, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MARKED = {"replicates": "independent", "args": {}}
 
 
 def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_again(
@@ -66,3 +67,23 @@ def test_only_a_truncated_last_result_line_is_skipped(small_run, tmp_path):
     result.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
     with pytest.raises(ExperimentError, match="line 2 is not JSON"):
         collect(copy)
+
+
+@pytest.mark.parametrize(
+    "manifest, design",
+    [
+        (None, "clusters"),  # no manifest: nothing says the pairs are independent
+        ({"args": {}, "space": {"num_conv": {"grid": [1, 2]}, "seeds": 3}}, "clusters"),
+        (MARKED | {"space": {"num_conv": {"grid": [1, 2]}, "seeds": 3}}, "grid"),
+        (MARKED | {"space": {"dropout": {"uniform": [0.0, 0.5]}, "seeds": 1}}, "random"),
+    ],
+)
+def test_the_comparison_design_follows_the_manifest(tmp_path, manifest, design):
+    """Rule: a run marked as independent replicates is compared as a grid (no random keys) or as
+    random draws; a run without the mark, whose pairs shared seeds across cells, as clusters."""
+    from tune_mnist.files import MANIFEST_FILE, write_json
+    from tune_mnist.results import _design, _recorded_space
+
+    if manifest is not None:
+        write_json(tmp_path / MANIFEST_FILE, manifest)
+    assert _design(tmp_path, _recorded_space(tmp_path)) == design

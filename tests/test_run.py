@@ -227,6 +227,33 @@ def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
     assert isinstance(scheduler, FIFOScheduler)
 
 
+def test_a_run_from_before_independent_replicates_resumes_seeded_and_sampled_as_it_began(tmp_path):
+    """A manifest without the replicates mark resumes as it started: pairs seeded with their
+    replicate number, --num-samples as copies; a new run's --num-samples adds replicates."""
+    from tune_mnist.run import build_parser
+    from tune_mnist.search import prepare, samples_to_draw
+    from tune_mnist.space import load_space
+
+    new = ["--name", "new", "--num-samples", "2", "--space", "quickstart"]
+    fresh, space, _ = prepare(build_parser().parse_args([*new, "--storage-path", str(tmp_path)]))
+    assert fresh.independent_replicates and samples_to_draw(fresh, space) == 1
+    assert space.grids["seed"] == [0, 1]
+    for mark, independent, seeds, samples in (({}, False, [0], 2), (MARK, True, [0, 1], 1)):
+        run_dir = tmp_path / "out" / "old"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        args = vars(build_parser().parse_args(["--name", "old", "--num-samples", "2"]))
+        args |= {"space": "quickstart"}
+        manifest = {**mark, "args": args, "space": load_space("quickstart").to_dict()}
+        (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
+        resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
+        resumed, space, _ = prepare(build_parser().parse_args(resume))
+        assert resumed.independent_replicates is independent
+        assert space.grids["seed"] == seeds and samples_to_draw(resumed, space) == samples
+
+
+MARK = {"replicates": "independent"}
+
+
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
 # exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
 # trained.

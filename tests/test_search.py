@@ -12,6 +12,7 @@ import pytest
 from conftest import run_search, search_failed
 
 from tune_mnist.metrics import METRICS
+from tune_mnist.replicates import pair_seed
 
 SPACE = """
 num_conv: {grid: [0, 1]}
@@ -139,21 +140,67 @@ def test_asha_stops_a_poor_pair_as_a_whole(tmp_path):
     assert (tmp_path / "runs" / "asha" / "comparison.parquet").is_file()
 
 
-def test_repeated_configurations_are_separate_pairs(tmp_path):
-    """--num-samples 2 on a space without random keys: two identical configurations, two pairs,
-    both compared (the comparison once failed on the duplicate pair key, losing every result)."""
+def reported_pair_seeds(run: Path) -> list[int]:
+    """The seed each pair reported training with, checked against its recorded configuration."""
+    seeds = []
+    for trial_dir in sorted(run.glob("train_pair_*")):
+        config = json.loads((trial_dir / "params.json").read_text())
+        report = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
+        assert report["pair_seed"] == pair_seed(config, run_seed=0), trial_dir.name
+        seeds.append(report["pair_seed"])
+    return seeds
+
+
+def plain_metrics(run: Path) -> pd.DataFrame:
+    trials = pd.read_parquet(run / "trials.parquet").query("arm == 'plain'")
+    return trials[["config/seed", "last_train_loss", "last_val_loss"]]
+
+
+def test_num_samples_on_a_fixed_space_gives_new_replicates_never_copies(tmp_path):
+    """--num-samples 2 on a space without random keys: replicate numbers 0 and 1, two pairs with
+    their own seeds that learn differently (not copies of one pair), both compared (the comparison
+    once failed on a duplicate pair key, losing every result)."""
     (tmp_path / "space.yaml").write_text("num_conv: 0\nnum_dense: 0\nbatch_size: 100\nseeds: 1\n")
     result = run_search(
         "--space", str(tmp_path / "space.yaml"), "--num-samples", "2", "--dataset", "mnist_sample",
-        "--train-subset", "100", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
+        "--train-subset", "500", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
         "--name", "twice",
     )  # fmt: skip
     assert result.returncode == 0, search_failed(result)
-    trials = pd.read_parquet(tmp_path / "runs" / "twice" / "trials.parquet")
+    assert "2 pairs from " in result.stdout and "(2 replicates of each configuration;" in (
+        result.stdout
+    )
+    run = tmp_path / "runs" / "twice"
+    trials = pd.read_parquet(run / "trials.parquet")
     assert trials["pair_id"].nunique() == 2 and len(trials) == 4
-    comparison = pd.read_parquet(tmp_path / "runs" / "twice" / "comparison.parquet")
+    plain = plain_metrics(run)
+    assert sorted(plain["config/seed"]) == [0, 1]
+    assert plain["last_train_loss"].nunique() == 2 and plain["last_val_loss"].nunique() == 2
+    assert len(set(reported_pair_seeds(run))) == 2
+    assert json.loads((run / "run_manifest.json").read_text())["replicates"] == "independent"
+    comparison = pd.read_parquet(run / "comparison.parquet")
     assert comparison.query("role == 'primary'")["n_pairs"].tolist() == [2]
-    assert (tmp_path / "runs" / "twice" / "test_eval.parquet").is_file()
+    assert (run / "test_eval.parquet").is_file()
+
+
+def test_equal_random_draws_are_distinct_replicates(tmp_path):
+    """A random space whose draws are always equal (one choice), seeds: 1, --num-samples 3: three
+    pairs of one configuration, yet three pair seeds and three different trainings."""
+    (tmp_path / "space.yaml").write_text(
+        "num_conv: 0\nnum_dense: 0\nbatch_size: 100\nlearning_rate: {choice: [0.002]}\nseeds: 1\n"
+    )
+    result = run_search(
+        "--space", str(tmp_path / "space.yaml"), "--num-samples", "3", "--dataset", "mnist_sample",
+        "--train-subset", "500", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
+        "--name", "draws",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
+    assert "(3 draws of the random keys, 1 replicate of each;" in result.stdout
+    run = tmp_path / "runs" / "draws"
+    plain = plain_metrics(run)
+    assert plain["config/seed"].tolist() == [0, 0, 0]
+    assert len(set(reported_pair_seeds(run))) == 3
+    assert plain["last_train_loss"].nunique() == 3 and plain["last_val_loss"].nunique() == 3
 
 
 def test_manifest_records_how_the_run_was_made(run_dir):

@@ -15,8 +15,9 @@ import pytest
 from conftest import run_search, search_failed
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_mnist.searchers import GridRepeater
-from tune_mnist.space import parse_space
+from tune_mnist.replicates import SAMPLE_KEY, pair_seed
+from tune_mnist.searchers import GridRepeater, make_search_alg
+from tune_mnist.space import load_space, parse_space
 
 SPACE = parse_space({"dropout": {"uniform": [0.0, 0.5]}, "num_conv": {"grid": [1, 2]}, "seeds": 2})
 
@@ -95,6 +96,29 @@ def test_a_proposal_whose_every_grid_point_failed_is_failed():
         searcher.on_trial_complete(f"t{i}", None, error=True)
     (trial,) = tpe._ot_study.trials
     assert trial.state == optuna.trial.TrialState.FAIL
+
+
+def test_equal_tpe_proposals_are_numbered_into_different_replicates():
+    """Rule: every proposal gets the next `sample` number, so when TPE proposes the same values
+    twice (here it can propose nothing else) their pairs still have different seeds."""
+    space = parse_space({"dropout": {"choice": [0.25]}, "seeds": 2})
+    tpe = OptunaSearch(space=space.optuna_space(), metric="pair_val_acc", mode="max")
+    searcher = GridRepeater(tpe, space.grid_points(), max_epochs=1)
+    configs = run_group(searcher, 0, [[0.5]] * 2) + run_group(searcher, 2, [[0.5]] * 2)
+    assert [(c[SAMPLE_KEY], c["seed"], c["dropout"]) for c in configs] == [
+        (0, 0, 0.25), (0, 1, 0.25), (1, 0, 0.25), (1, 1, 0.25),
+    ]  # fmt: skip
+    assert len({pair_seed({**space.constants, **c}, run_seed=0) for c in configs}) == 4
+
+
+def test_random_search_draws_a_sample_number_only_for_random_keys():
+    """Rule: the random searcher draws `sample` once per sample of a space with random keys; a
+    space without them gets its samples as replicate numbers instead (Space.replicated)."""
+    options = dict(metric="pair_val_acc", mode="max", seed=0, max_epochs=1, max_concurrent=None)
+    _, params, _ = make_search_alg("random", load_space("asha_wide"), **options)
+    assert (params[SAMPLE_KEY].lower, params[SAMPLE_KEY].upper) == (0, 2**31 - 1)
+    _, params, _ = make_search_alg("random", load_space("quickstart"), **options)
+    assert SAMPLE_KEY not in params
 
 
 RANDOM_SPACE = """

@@ -44,7 +44,8 @@ def test_seeds_repeat_every_configuration_and_cli_overrides():
 
 def test_shipped_spaces_parse():
     """Rule: the built-in spaces are all found by name, and each parses into a grid."""
-    assert {"quickstart", "seed_grid", "asha_wide"} <= set(builtin_spaces()), builtin_spaces()
+    expected = {"quickstart", "seed_grid", "asha_wide", "keras_io_mixup"}
+    assert expected <= set(builtin_spaces()), builtin_spaces()
     for name in builtin_spaces():
         space = load_space(name)
         assert space.num_trials(1) >= 1 and space.source == f"built-in space {name}"
@@ -124,7 +125,9 @@ def test_an_integer_key_drawn_from_a_range_stays_an_integer():
         ("block_order: conv_bn_relu\n", "key 'block_order': 'conv_bn_relu' is out of range"),
         ("block_order: {uniform: [bn_relu, relu_bn]}\n", "key 'block_order': 'uniform' needs a"),
         ("dropout_at: everywhere\n", "key 'dropout_at': 'everywhere' is out of range"),
-        ("dropout_at: 1\n", "key 'dropout_at': 1 is not 'blocks' or 'flatten'"),
+        ("dropout_at: 1\n", "key 'dropout_at': 1 is not 'blocks', 'flatten' or 'features'"),
+        ("padding: full\n", "key 'padding': 'full' is out of range; expected 'same' or 'valid'"),
+        ("global_pooling: avg\n", "key 'global_pooling': 'avg' is not true or false"),
         ("dense_batch_norm: 1\n", "key 'dense_batch_norm': 1 is not true or false"),
         ("final_batch_norm: maybe\n", "key 'final_batch_norm': 'maybe' is not true or false"),
         ("batch_norm: false\nfinal_batch_norm: true\n", "'final_batch_norm': true needs"),
@@ -183,3 +186,23 @@ def test_a_yaml_merge_key_is_not_a_duplicate():
 
     text = "base: &base {grid: [1, 2]}\nnum_conv:\n  <<: *base\n  grid: [0, 1]\n"
     assert yaml.load(text, Loader=_UniqueKeyLoader)["num_conv"] == {"grid": [0, 1]}
+
+
+def test_num_samples_on_a_space_without_random_keys_adds_replicates_never_copies():
+    """Rule: --num-samples K without random keys is --seeds N*K: replicate numbers 0..N*K-1, each
+    configuration once per number, so no two pairs are copies of each other."""
+    space = load_space("quickstart", seeds=2).replicated(3)
+    configs = space.grid_configs()
+    assert space.grids["seed"] == [0, 1, 2, 3, 4, 5] and space.replicates == 6
+    assert space.to_dict() == load_space("quickstart", seeds=6).to_dict()
+    assert len(configs) == 12 and len({tuple(sorted(c.items())) for c in configs}) == 12
+    # A constant replicate number is the first of K.
+    assert parse_space({"seed": 7}).replicated(2).grid_configs() == [
+        parse_space({"seed": 7}).constants | {"seed": n} for n in (7, 8)
+    ]
+
+
+def test_a_space_with_random_keys_is_sampled_not_replicated():
+    """Rule: with random keys each sample draws a configuration; the replicates stay `seeds`."""
+    space = load_space("asha_wide")
+    assert space.replicated(4) is space and space.replicates == 1
