@@ -1,4 +1,5 @@
-"""The built-in search spaces (`--space quickstart`, `seed_grid`, `asha_wide`): YAML package data.
+"""The built-in search spaces (`--space quickstart`, `seed_grid`, `asha_wide`,
+`keras_io_mixup`): YAML package data.
 
 They live inside the package, read with `importlib.resources` (`tune_mnist.space.builtin_spaces`),
 so one layout serves every way of running: a wheel carries them as package data (pyproject.toml),
