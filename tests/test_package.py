@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
-BUILT_IN = "asha_wide, quickstart, seed_grid"
+BUILT_IN = "asha_wide, keras_io_mixup, quickstart, seed_grid"
 
 
 def _run(command: list, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

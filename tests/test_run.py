@@ -404,7 +404,7 @@ def test_an_unknown_space_name_lists_the_built_in_spaces(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: nosuch: no such search-space file, and not a built-in space "
-        "(built-in: asha_wide, quickstart, seed_grid)"
+        "(built-in: asha_wide, keras_io_mixup, quickstart, seed_grid)"
     ]
 
 
@@ -422,9 +422,10 @@ def test_run_py_works_as_a_plain_script_from_another_folder(tmp_path):
 
     shown = run_script("--help")
     assert shown.returncode == 0, shown.stderr
-    assert "(asha_wide, quickstart, seed_grid)" in " ".join(shown.stdout.split())
+    built_in = "asha_wide, keras_io_mixup, quickstart, seed_grid"
+    assert f"({built_in})" in " ".join(shown.stdout.split())
     bad = run_script("--space", "nosuch", "--storage-path", str(tmp_path / "out"))
-    assert bad.returncode == 2 and "built-in: asha_wide, quickstart, seed_grid" in bad.stderr
+    assert bad.returncode == 2 and f"built-in: {built_in}" in bad.stderr
 
 
 def _hashes(run_dir: Path) -> dict[str, str]:
