@@ -158,6 +158,7 @@ def test_status_shows_the_head_and_both_workers(cluster: LocalCluster):
     assert sorted(fields[1] for fields in alive) == ["head", "worker", "worker"]
 
 
+@pytest.mark.slow
 def test_a_search_runs_every_trial_once_across_nodes(cluster: LocalCluster):
     storage = cluster.state_dir / "runs"  # one machine, so every node sees this path
     job = submit(

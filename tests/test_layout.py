@@ -9,8 +9,11 @@ ANALYSIS = {
     *("results", "comparison", "evaluation", "plots", "report"),
     *("tensorboard_events", "mlflow_runs", "dependence"),
 }
-LOWER = {"files", "storage", "metrics", "checkpoint", "resources", "space", "data", "layers"}
-RAY_SIDE = {"run", "search", "trainable", "schedulers", "searchers"}
+LOWER = {
+    *("files", "storage", "metrics", "checkpoint", "resources", "space", "data", "layers"),
+    *("replicates", "estimates", "sequential", "run_lock"),
+}
+RAY_SIDE = {"run", "search", "trainable", "schedulers", "searchers", "rounds"}
 
 
 def imports_of(module: Path) -> set[str]:

@@ -122,6 +122,7 @@ def test_help_version_and_an_unknown_space(installed):
     ]
 
 
+@pytest.mark.slow
 def test_a_copy_of_run_py_searches_with_the_default_space(installed):
     """Rule: what `ray submit` does, a copy of run.py run as a script in another folder, runs a
     real search with the default (built-in) space from the installed package."""

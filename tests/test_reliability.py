@@ -77,6 +77,7 @@ def _assert_epochs_continuous(epochs: pd.DataFrame, trials: pd.DataFrame) -> Non
         assert list(group["epoch"]) == list(range(1, run + 1)), (trial_id, list(group["epoch"]))
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_failing_trials_end_as_error_or_diverged(tmp_path, drivers):
     """Cases 1 and 4 in one search: seed 0's worker is SIGKILLed mid-training, seed 1 fails on every
     attempt, seed 2's MixUp loss is NaN from epoch 2 on (its compared epoch is 1)."""
@@ -180,6 +181,7 @@ def _assert_compared_models_scored(run_dir: Path, diverged_trial: str) -> None:
     assert confirmatory.n_pairs == 2 and confirmatory.n_diverged_mixup == 1
 
 
+@pytest.mark.slow
 def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(tmp_path, drivers):
     """Case 2: Ctrl-C, a --resume whose driver is SIGKILLed mid-trial, then one that finishes."""
     # Six trials: a tiny trial takes about a second, and Tune's state shows the first one finished

@@ -9,12 +9,14 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.conftest import run_search, search_failed
 from tune_mnist.checkpoint import PREDICTIONS_FILE
 from tune_mnist.rounds import pair_deltas
 
 
+@pytest.mark.slow
 def test_an_until_decided_search_is_interrupted_resumed_and_stops_once_decided(tmp_path, drivers):
     """Rule: rounds add one replicate of each cell; Ctrl-C after round 2 exits 130 with the
     rounds so far kept; --resume continues the same sequence (no round counted twice) and the

@@ -436,6 +436,7 @@ def _hashes(run_dir: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_refused_without_resume_and_left_untouched(tmp_path):
     """Rule: a finished run's name used again without --resume: exit 2 naming --resume and a free
     name, before anything is written; --resume-if-exists continues it, or starts a new one."""

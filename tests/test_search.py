@@ -77,6 +77,7 @@ def test_epochs_parquet_has_every_metric_per_epoch(run_dir):
     assert (best["val_acc"] == chosen).all()
 
 
+@pytest.mark.slow
 def test_reused_workers_train_the_same_models_and_retire_after_n_trials(run_dir):
     """Reused workers (the default) only change where trials run: seeded trials match those in
     fresh workers, and a worker is replaced after --worker-max-trials trials, no trial failing."""
@@ -120,6 +121,7 @@ seeds: 1
 """
 
 
+@pytest.mark.slow
 def test_asha_stops_a_poor_pair_as_a_whole(tmp_path):
     """Paired ASHA: the pair that cannot learn (learning rate 1e-7) stops at the first rung, both
     arms together; the good pair, which reached the rung first, runs to --max-epochs.
@@ -156,6 +158,7 @@ def plain_metrics(run: Path) -> pd.DataFrame:
     return trials[["config/seed", "last_train_loss", "last_val_loss"]]
 
 
+@pytest.mark.slow
 def test_num_samples_on_a_fixed_space_gives_new_replicates_never_copies(tmp_path):
     """--num-samples 2 on a space without random keys: replicate numbers 0 and 1, two pairs with
     their own seeds that learn differently (not copies of one pair), both compared (the comparison
@@ -183,6 +186,7 @@ def test_num_samples_on_a_fixed_space_gives_new_replicates_never_copies(tmp_path
     assert (run / "test_eval.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_equal_random_draws_are_distinct_replicates(tmp_path):
     """A random space whose draws are always equal (one choice), seeds: 1, --num-samples 3: three
     pairs of one configuration, yet three pair seeds and three different trainings."""

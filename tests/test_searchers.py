@@ -131,6 +131,7 @@ seeds: 2
 """
 
 
+@pytest.mark.slow
 def test_a_tpe_search_with_asha_runs_every_proposal_as_pairs_at_every_seed(tmp_path):
     (tmp_path / "space.yaml").write_text(RANDOM_SPACE)
     result = run_search(

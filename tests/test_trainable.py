@@ -87,7 +87,7 @@ def test_after_an_arm_diverges_every_checkpoint_carries_both_arms_at_the_compare
     from tune_mnist.checkpoint import compared_models, load_model, load_state
 
     keras.backend.clear_session()
-    pair = PairTrainer.build(CONFIG, search_data)
+    pair = PairTrainer.build(CONFIG, search_data, seed=SEED)
     pair.train_epoch(1)
     pair.models["mixup"].set_weights(
         [np.full_like(w, np.nan) for w in pair.models["mixup"].get_weights()]
@@ -97,7 +97,7 @@ def test_after_an_arm_diverges_every_checkpoint_carries_both_arms_at_the_compare
     epoch_2.mkdir(), epoch_3.mkdir()
     pair.save(epoch_2)
     keras.backend.clear_session()
-    resumed = PairTrainer.restore(CONFIG, search_data, epoch_2)
+    resumed = PairTrainer.restore(CONFIG, search_data, epoch_2, seed=SEED)
     resumed.train_epoch(3)
     resumed.save(epoch_3)
     assert load_state(epoch_3)["compared_epoch"] == 1
