@@ -153,3 +153,11 @@ class UntilDecided(Callback):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_json(path, document)
         print(f"Until decided: {self.decision.describe()}", flush=True)
+        if len(self.history) == 1 and self.decision.image_half_width >= self.settings.precision:
+            print(
+                f"Until decided: the validation images alone give ±"
+                f"{self.decision.image_half_width:.4f}, no narrower than --precision "
+                f"{self.settings.precision:g}: 'no difference larger than it' cannot be reached; "
+                "a larger --val-fraction narrows that part",
+                flush=True,
+            )
