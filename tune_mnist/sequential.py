@@ -165,3 +165,23 @@ def p_value(
         middle = (low + high) / 2
         low, high = (low, middle) if excludes(math.exp(middle)) else (middle, high)
     return math.exp(high)
+
+
+def rounds_needed(
+    round_sd: float, image_half_width: float, precision: float, effect: float, limit: int = 10**5
+) -> int | None:
+    """The first round at which a run is expected to decide, if its round values had sd
+    ``round_sd`` around ``effect``: the sequence's half-width (at that sd) plus the images' part
+    falls below |effect| ("differs") or within PRECISION − |effect| ("within"). None past
+    ``limit`` rounds. A projection for planning, not a guarantee: the sd is itself estimated.
+
+    >>> rounds_needed(0.002, 0.0005, precision=0.005, effect=0.0)
+    7
+    """
+    n = 2
+    while n <= limit:
+        half = threshold(n) * round_sd / math.sqrt(n) + image_half_width
+        if half < abs(effect) or abs(effect) + half <= precision:
+            return n
+        n += 1 if n < 1000 else n // 100
+    return None
