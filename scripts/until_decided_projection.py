@@ -29,6 +29,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--precision", type=float, default=0.005)
+    parser.add_argument(
+        "--seconds-per-pair",
+        type=float,
+        help="wall seconds of search per pair (default: from the run's manifest, which an "
+        "interrupted driver that died before its results step does not have)",
+    )
     args = parser.parse_args()
     tables = load(args.run_dir)
     pairs = pair_values(tables.trials, tables.epochs)
@@ -40,8 +46,9 @@ def main() -> None:
     round_sd = math.sqrt(variances.mean() / count)
     state = json.loads((args.run_dir / SEQUENTIAL_FILE).read_text())
     image_half = float(state["image_half_width"])
-    manifest = read_manifest(args.run_dir)
-    seconds_per_pair = manifest["seconds"]["search"] / len(pairs)
+    seconds_per_pair = args.seconds_per_pair
+    if seconds_per_pair is None:
+        seconds_per_pair = read_manifest(args.run_dir)["seconds"]["search"] / len(pairs)
     estimate = float(np.mean(per_cell.mean()))
     print(
         f"{len(pairs)} pairs in {count} cells ({state['rounds']} complete rounds); sd of a pair's "
