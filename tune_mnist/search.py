@@ -103,8 +103,8 @@ class StorageError(Exception):
 
 
 def default_name(space: str, dataset: str) -> str:
-    """SPACE-DATASET-TIME-XXXX: the random suffix keeps two runs started in the same second (a
-    job array, two users on one storage path) apart."""
+    """SPACE-DATASET-TIME and four random hex digits: the suffix keeps two runs started in the
+    same second (a job array, two users on one storage path) apart."""
     return f"{Path(space).stem}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
