@@ -5,7 +5,7 @@
 
 Every trial is a pair trial that reports one epoch in train_pair's shape (both arms' metrics under
 `plain` and `mixup`, `pair_val_acc`) with a checkpoint in our format (state and validation
-predictions, no models), through `tune_mnist.search._tune`: the same TuneConfig, RunConfig,
+predictions, no models), through `tune_mnist.tuning._tune`: the same TuneConfig, RunConfig,
 checkpoint settings, callbacks (PairProgress) and result files as `python -m tune_mnist.run`, on a
 local Ray with more logical CPUs than cores (--cpus) so that Tune, not the trials, is what runs.
 Reports the driver's RSS against the number of finished trials (a row every --sample-every
@@ -29,7 +29,7 @@ from ray.tune import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's tune_mnist
 
-from tune_mnist import results, search  # noqa: E402
+from tune_mnist import results, tuning  # noqa: E402
 from tune_mnist.run import build_parser  # noqa: E402
 from tune_mnist.storage import split  # noqa: E402
 
@@ -140,12 +140,12 @@ def run(trials: int, cpus: int, every: int, storage: Path, reuse: bool) -> dict[
     import ray
 
     args = search_args(trials, storage, reuse)
-    args, space, run_dir = search.prepare(args)
-    data = search._load_data(args)
+    args, space, run_dir = tuning.prepare(args)
+    data = tuning._load_data(args)
     ray.init(num_cpus=cpus, include_dashboard=False)
     meter = DriverMeter(every)
     started = time.perf_counter()
-    search._tune(
+    tuning._tune(
         args, space, data, *split(run_dir), trainable_function=noop_pair, extra_callbacks=[meter]
     )
     search_s = time.perf_counter() - started

@@ -113,11 +113,11 @@ def test_defaults_that_are_not_values_are_said_in_words(capsys, monkeypatch):
 @pytest.mark.parametrize("command", ["run", "results"])
 def test_help_lists_every_exit_status(command, capsys, monkeypatch):
     """Rule: every status the command can end with is explained at the end of its --help."""
-    from tune_mnist import results, search
+    from tune_mnist import results, tuning
 
     statuses = {
-        "run": (0, search.EXIT_BAD_INPUT, search.EXIT_PARTIAL, search.EXIT_STORAGE,
-                search.EXIT_INTERRUPTED),
+        "run": (0, tuning.EXIT_BAD_INPUT, tuning.EXIT_PARTIAL, tuning.EXIT_STORAGE,
+                tuning.EXIT_INTERRUPTED),
         "results": (0, results.EXIT_BAD_INPUT, results.EXIT_INTERRUPTED),
     }[command]  # fmt: skip
     text = _help(command, capsys, monkeypatch)

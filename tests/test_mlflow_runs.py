@@ -26,7 +26,7 @@ from tune_mnist.mlflow_runs import (
     log_search,
 )
 from tune_mnist.results import main as results_main
-from tune_mnist.search import _resume_args
+from tune_mnist.tuning import _resume_args
 
 
 def mlflow_client(uri: str):

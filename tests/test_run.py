@@ -160,8 +160,8 @@ def test_resume_refuses_a_different_space(tmp_path):
 def test_resuming_a_run_from_before_search_alg_keeps_random_search(tmp_path):
     """A manifest written before --search-alg existed resumes as the random search it was."""
     from tune_mnist.run import build_parser
-    from tune_mnist.search import prepare
     from tune_mnist.space import load_space
+    from tune_mnist.tuning import prepare
 
     run_dir = tmp_path / "out" / "old"
     run_dir.mkdir(parents=True)
@@ -178,8 +178,8 @@ def test_resuming_a_run_from_before_reused_workers_keeps_fresh_workers(tmp_path)
     """A manifest written before workers were reused by default resumes with a process per trial,
     as it started; a new run reuses them, within the default bounds."""
     from tune_mnist.run import build_parser
-    from tune_mnist.search import WORKER_MAX_TRIALS, prepare
     from tune_mnist.space import load_space
+    from tune_mnist.tuning import WORKER_MAX_TRIALS, prepare
 
     fresh = build_parser().parse_args(["--name", "new"])
     assert (fresh.reuse_workers, fresh.worker_max_trials) == (True, WORKER_MAX_TRIALS)
@@ -212,8 +212,8 @@ def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
 
     from tune_mnist.run import build_parser
     from tune_mnist.schedulers import make_scheduler
-    from tune_mnist.search import prepare
     from tune_mnist.space import load_space
+    from tune_mnist.tuning import prepare
 
     run_dir = tmp_path / "out" / "old"
     run_dir.mkdir(parents=True)
@@ -231,8 +231,8 @@ def test_a_run_from_before_independent_replicates_resumes_seeded_and_sampled_as_
     """A manifest without the replicates mark resumes as it started: pairs seeded with their
     replicate number, --num-samples as copies; a new run's --num-samples adds replicates."""
     from tune_mnist.run import build_parser
-    from tune_mnist.search import prepare, samples_to_draw
     from tune_mnist.space import load_space
+    from tune_mnist.tuning import prepare, samples_to_draw
 
     new = ["--name", "new", "--num-samples", "2", "--space", "quickstart"]
     fresh, space, _ = prepare(build_parser().parse_args([*new, "--storage-path", str(tmp_path)]))
@@ -255,7 +255,7 @@ MARK = {"replicates": "independent"}
 
 
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
-# exit 2, never a traceback. `run_search` is replaced by its checks (search.prepare): nothing is
+# exit 2, never a traceback. `run_search` is replaced by its checks (tuning.prepare): nothing is
 # trained.
 
 FLAGS = [
@@ -317,10 +317,10 @@ argument = st.one_of(
 
 
 def _checks_only(monkeypatch):
-    from tune_mnist import run, search
+    from tune_mnist import run, tuning
 
     def prepare_only(args, *, argv):
-        search.prepare(args)
+        tuning.prepare(args)
         return 0
 
     monkeypatch.setattr(run, "run_search", prepare_only)
@@ -484,7 +484,7 @@ def test_a_run_a_live_driver_holds_is_refused_naming_it(tmp_path):
 def test_a_dead_drivers_lock_does_not_block_the_run(tmp_path):
     from tune_mnist.run import build_parser
     from tune_mnist.run_lock import LOCK_FILE
-    from tune_mnist.search import prepare
+    from tune_mnist.tuning import prepare
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -498,7 +498,7 @@ def test_a_dead_drivers_lock_does_not_block_the_run(tmp_path):
 
 
 def test_default_names_differ_within_the_same_second():
-    from tune_mnist.search import default_name
+    from tune_mnist.tuning import default_name
 
     names = {default_name("quickstart", "mnist_sample") for _ in range(20)}
     assert len(names) > 1

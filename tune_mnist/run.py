@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from tune_mnist.data import DATASETS, DataError, check_split
 from tune_mnist.resources import ResourcePlan
 from tune_mnist.results import ExperimentError, HelpFormatter
-from tune_mnist.search import (
+from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
+from tune_mnist.tuning import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
@@ -33,7 +34,6 @@ from tune_mnist.search import (
     UsageError,
     run_search,
 )
-from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
 
 PROG = "python -m tune_mnist.run"
 

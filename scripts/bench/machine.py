@@ -15,7 +15,7 @@ PACKAGES = ("ray", "tensorflow", "keras", "numpy", "pandas", "pyarrow")
 
 def versions() -> dict[str, str]:
     """Python and the installed versions of the packages the figures depend on."""
-    # A copy of tune_mnist.search's private lookup: the benchmark only uses public names.
+    # A copy of tune_mnist.tuning's private lookup: the benchmark only uses public names.
     found = {"python": platform.python_version()}
     for package in PACKAGES:
         try:

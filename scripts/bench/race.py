@@ -43,7 +43,7 @@ from typing import Any
 from bench import REPO, SCRIPT
 from bench.context import Context, RaceOptions, log
 from bench.service import service_env
-from tune_mnist.search import EXIT_INTERRUPTED
+from tune_mnist.tuning import EXIT_INTERRUPTED
 
 SPACE = REPO / "search_spaces" / "asha_wide.yaml"
 REDUCTION_FACTOR = 3

@@ -234,7 +234,7 @@ def test_results_cli_rebuilds_the_same_tables(run_dir):
 def test_manifest_environment_never_records_secrets(monkeypatch):
     """Rule: only variables on the allow-list reach the manifest (and MLflow, which logs it);
     RAY_ADDRESS without its credentials."""
-    from tune_mnist.search import RECORDED_ENVIRONMENT, recorded_environment
+    from tune_mnist.tuning import RECORDED_ENVIRONMENT, recorded_environment
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "hunter2")
     monkeypatch.setenv("TUNE_MNIST_API_KEY", "hunter2")
@@ -255,10 +255,10 @@ def test_manifest_environment_never_records_secrets(monkeypatch):
     assert "hunter2" not in json.dumps(recorded)
 
 
-# A local Ray as a search starts it (search._init_ray without --address), asked from a worker.
+# A local Ray as a search starts it (tuning._init_ray without --address), asked from a worker.
 LOCAL_RAY_AUTH = """
 import os, ray
-from tune_mnist.search import _init_ray
+from tune_mnist.tuning import _init_ray
 _init_ray(None)
 mode = ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote()
 print("worker RAY_AUTH_MODE:", ray.get(mode))
