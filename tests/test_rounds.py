@@ -78,3 +78,32 @@ def test_a_pairs_deltas_are_taken_at_the_last_epoch_both_arms_were_scored(tmp_pa
     mixup = np.array([[0, 0, 2, 3]], dtype=np.int8)  # diverged in epoch 2
     np.savez(tmp_path / PREDICTIONS_FILE, plain=plain, mixup=mixup, true=true)
     assert pair_deltas(tmp_path).tolist() == [0, -1, 1, 1]
+
+
+@pytest.mark.slow
+def test_until_decided_on_a_random_space_draws_new_configurations_each_round(tmp_path):
+    """Rule: on a space with random keys a round is one new draw (every grid point of it, one
+    replicate each); the search stops by itself once decided, and every pair has its own draw."""
+    space = tmp_path / "random.yaml"
+    space.write_text(
+        "num_conv: 1\nfilters: 8\nkernel_size: 3\npooling: max\nnum_dense: 0\nbatch_size: 64\n"
+        "dropout: {uniform: [0.0, 0.3]}\nseeds: 3\n"
+    )
+    storage = tmp_path / "runs"
+    result = run_search(
+        "--space", str(space), "--until-decided", "--precision", "0.5", "--max-replicates", "8",
+        "--train-subset", "300", "--max-epochs", "1", "--max-concurrent", "2",
+        "--storage-path", str(storage), "--name", "drawn",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
+    assert "rounds of 1 pair(s) (a new draw of the random keys), at most 8" in result.stdout
+    state = json.loads((storage / "drawn" / "until_decided" / "sequential.json").read_text())
+    assert state["state"] == "within" and 3 <= state["rounds"] < 8, state
+    trials = pd.read_parquet(storage / "drawn" / "trials.parquet")
+    pairs = trials.drop_duplicates("pair_id")
+    assert len(pairs) < 8  # stopped before the budget of 8 draws
+    assert pairs["config/dropout"].nunique() == len(pairs) and set(pairs["config/seed"]) == {0}
+    comparison = pd.read_parquet(storage / "drawn" / "comparison.parquet")
+    primary = comparison[comparison["role"] == "primary"].iloc[0]
+    assert primary["ci_method"].startswith("anytime-valid confidence sequence")
+    assert primary["n_pairs"] == state["rounds"]

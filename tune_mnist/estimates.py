@@ -15,7 +15,10 @@ e_pi. The estimate is the mean over strata of each stratum's mean over its pairs
 The replicate part is estimated from each stratum's own replicates (the spread of its pair means);
 the image part from the spread of the image means less the residual's share of that spread, which
 the replicate part already holds (the residual mean square of each stratum's pair × image table).
-Degrees of freedom are Welch-Satterthwaite's over the strata and the image part, and the p-value
+The image part is a difference of two mean squares, so its own degrees of freedom are
+Satterthwaite's for that difference: close to m − 1 when the image effect dominates, far fewer when
+the image means' spread is mostly residual. Degrees of freedom are Welch-Satterthwaite's over the
+strata and the image part, and the p-value
 comes from the same t statistic, so "p < 0.05" and "the 95% interval excludes 0" always agree.
 
 >>> deltas = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [1, 1, 0, 0], [0, 1, 0, 0]])
@@ -64,8 +67,9 @@ def components(
     residual_mean_squares: np.ndarray | None = None,
     image_variance: np.ndarray | None = None,
     images: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(estimate, replicate variance, its Welch-Satterthwaite df, image variance), cells last.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, replicate variance, its Welch-Satterthwaite df, image variance, its df), cells
+    last.
 
     Works on any leading axes, so a simulation can pass thousands of studies at once.
     ``cell_variances`` are the sample variances (ddof 1) of each cell's pair means;
@@ -80,10 +84,17 @@ def components(
     with np.errstate(divide="ignore", invalid="ignore"):
         df = replicate**2 / (parts**2 / (cell_sizes - 1)).sum(axis=-1)
     if residual_mean_squares is None or image_variance is None:
-        return estimate, replicate, df, np.zeros_like(replicate)
-    residual_share = (residual_mean_squares / (strata**2 * cell_sizes)).sum(axis=-1)
-    image = np.maximum(image_variance - residual_share, 0.0) / images
-    return estimate, replicate, df, image
+        return estimate, replicate, df, np.zeros_like(replicate), np.ones_like(replicate)
+    shares = residual_mean_squares / (strata**2 * cell_sizes)
+    residual_share = shares.sum(axis=-1)
+    difference = np.maximum(image_variance - residual_share, 0.0)
+    # Satterthwaite for V − R: V has m − 1 df, each cell's residual (n_c − 1)(m − 1).
+    spread = image_variance**2 / (images - 1) + (shares**2 / ((cell_sizes - 1) * (images - 1))).sum(
+        axis=-1
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        image_df = np.where(difference > 0, difference**2 / spread, 1.0)
+    return estimate, replicate, df, difference / images, image_df
 
 
 def t_interval(
@@ -91,7 +102,7 @@ def t_interval(
     replicate: np.ndarray,
     replicate_df: np.ndarray,
     image: np.ndarray,
-    image_df: float,
+    image_df: np.ndarray | float,
     confidence: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(low, high, df, p): estimate ± t(df) · se, with Welch-Satterthwaite df over both parts.
@@ -138,10 +149,9 @@ def paired_estimate(
     image_parts: tuple[np.ndarray | None, np.ndarray | None, int] = (None, None, 0)
     if deltas is not None:
         image_parts = _image_statistics(np.asarray(deltas, dtype=np.float64), cells)
-    estimate, replicate, replicate_df, image = components(
+    estimate, replicate, replicate_df, image, image_df = components(
         means, variances, sizes.astype(np.float64), image_parts[0], image_parts[1], image_parts[2]
     )
-    image_df = max(image_parts[2] - 1, 1)
     low, high, df, p = t_interval(estimate, replicate, replicate_df, image, image_df, confidence)
     if not replicate + image > 0:
         note = NO_SPREAD

@@ -1,12 +1,15 @@
 """Until decided, in the driver: replicates run in rounds and the search stops once decided.
 
 The grid's replicate numbers (``config["seed"]``) are the rounds: Tune starts the grid in order,
-so round r is replicate r of every cell. When a round's last pair ends, `UntilDecided` reads the
-per-image differences of every pair of the completed rounds from their checkpoints, asks
-`tune_mnist.sequential.decide` where the answer stands, prints one line and writes
-``until_decided/sequential.json``; once decided (or out of rounds), `DecisionStopper` stops the
-search. A resumed run reads the finished pairs' checkpoints again, so it continues the same
-sequence (and its history).
+so round r is replicate r of every cell. In a random space each round is a new draw of the random
+keys (one sample: every grid point of it, one replicate each), and the rounds follow the order in
+which Tune created the trials (the draws carry a random `sample` number, not a count).
+
+When a round's last pair ends, `UntilDecided` reads the per-image differences of every pair of the
+completed rounds from their checkpoints, asks `tune_mnist.sequential.decide` where the answer
+stands, prints one line and writes ``until_decided/sequential.json``; once decided (or out of
+rounds), `DecisionStopper` stops the search. A resumed run reads the finished pairs' checkpoints
+again, so it continues the same sequence (and its history).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class RoundSettings:
     max_rounds: int
     cells: int
     cell_keys: tuple[str, ...]
+    drawn: bool = False  # a random space: rounds are draws, and every pair pools as one stratum
 
 
 def pair_deltas(directory: str | Path) -> np.ndarray | None:
@@ -88,15 +92,15 @@ class UntilDecided(Callback):
         self.history = self._earlier_history()
         for trial in trials:
             if trial.status in ("TERMINATED", "ERROR"):
-                self._record(trial, failed=trial.status == "ERROR")
+                self._record(trial, trials, failed=trial.status == "ERROR")
         self._update()
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._record(trial, failed=False)
+        self._record(trial, trials, failed=False)
         self._update()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._record(trial, failed=True)
+        self._record(trial, trials, failed=True)
         self._update()
 
     def _earlier_history(self) -> list[dict[str, Any]]:
@@ -109,8 +113,16 @@ class UntilDecided(Callback):
 
     # ---- rounds ----------------------------------------------------------------------------------
 
-    def _record(self, trial: Any, *, failed: bool) -> None:
-        key = (int(trial.config["seed"]), architecture_label(trial.config, self.settings.cell_keys))
+    def _key(self, trial: Any, trials: list[Any]) -> tuple[int, str]:
+        """(round, cell) of a pair. Tune's trial list keeps the order it created the trials in,
+        also after a resume, and a random space's samples are created one after another."""
+        if self.settings.drawn:
+            index = trials.index(trial)
+            return index // self.settings.cells, str(index % self.settings.cells)
+        return int(trial.config["seed"]), architecture_label(trial.config, self.settings.cell_keys)
+
+    def _record(self, trial: Any, trials: list[Any], *, failed: bool) -> None:
+        key = self._key(trial, trials)
         deltas = None
         if not failed and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as directory:
@@ -132,7 +144,8 @@ class UntilDecided(Callback):
         ]
         image_variance = 0.0
         if len(scored) >= 2:
-            cells = [cell for _, cell in scored]
+            # A random space's primary is a plain mean over pairs: one stratum.
+            cells = ["" if self.settings.drawn else cell for _, cell in scored]
             values = [d.mean() for d in scored.values()]
             image_variance = paired_estimate(values, cells, np.stack(list(scored.values())))
             image_variance = float(np.nan_to_num(image_variance.image_variance))

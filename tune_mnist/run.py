@@ -188,9 +188,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     until = parser.add_argument_group(
         "until decided",
-        "replicates in rounds (one more replicate of every cell per round) until an anytime-valid "
-        "95%% confidence sequence for MixUp − plain excludes 0 or lies within ±PRECISION; a "
-        "space without random keys, no early stopping",
+        "replicates in rounds (one more replicate of every cell per round; in a space with random "
+        "keys, one more draw of them) until an anytime-valid 95%% confidence sequence for "
+        "MixUp − plain excludes 0 or lies within ±PRECISION; no early stopping, --search-alg "
+        "random",
     )
     until.add_argument(
         "--until-decided",
@@ -207,7 +208,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--max-replicates",
         type=_positive_int,
         default=20,
-        help="the replicate budget per cell: the most rounds before 'budget spent, undecided'",
+        help=(
+            "the most rounds before 'budget spent, undecided': replicates per cell, or draws of a "
+            "random space"
+        ),
     )
     res = parser.add_argument_group("resources")
     res.add_argument(

@@ -308,9 +308,20 @@ def _searched_space(
 
 
 def samples_to_draw(args: argparse.Namespace, space: Space) -> int:
-    """Tune's num_samples: 1 where `--num-samples` became replicate numbers (`_searched_space`)."""
+    """Tune's num_samples: 1 where `--num-samples` became replicate numbers (`_searched_space`);
+    until decided on a random space, one sample (a draw of the random keys) per round."""
+    if args.until_decided and space.randoms:
+        return args.max_replicates
     folded = args.independent_replicates and not space.randoms
     return 1 if folded else args.num_samples
+
+
+def _seeds(args: argparse.Namespace) -> int | None:
+    """The replicate numbers to run: until decided, the rounds are replicate numbers in a grid,
+    while a random space runs one replicate per draw and its rounds are new draws."""
+    if not args.until_decided:
+        return args.seeds
+    return 1 if load_space(args.space).randoms else args.max_replicates
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
@@ -328,8 +339,7 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
         args = _resume_args(join(storage, args.name), args)
     else:
         args = argparse.Namespace(**{**vars(args), "independent_replicates": True})
-    seeds = args.max_replicates if args.until_decided else args.seeds  # rounds are replicates
-    space = _searched_space(args.space, seeds, args.num_samples, args.independent_replicates)
+    space = _searched_space(args.space, _seeds(args), args.num_samples, args.independent_replicates)
     if args.until_decided:
         _check_until_decided(args, space)
     if args.search_alg == "tpe" and not space.randoms:
@@ -360,7 +370,6 @@ def _check_until_decided(args: argparse.Namespace, space: Space) -> None:
         "--scheduler asha (its rungs make pairs depend on each other)": args.scheduler == "asha",
         "--patience": args.patience is not None,
         "--search-alg tpe (its proposals depend on the pairs before)": args.search_alg != "random",
-        f"random keys in {args.space} (use a space of grids and constants)": bool(space.randoms),
         "--num-samples (rounds add the replicates)": args.num_samples != 1,
     }
     for what, refused in refusals.items():
@@ -676,16 +685,19 @@ def _until_decided(args: argparse.Namespace, space: Space, run_dir: str) -> Any:
     from tune_mnist.rounds import RoundSettings, UntilDecided
 
     cell_keys = tuple(key for key in space.grids if key != "seed")
+    drawn = bool(space.randoms)
     settings = RoundSettings(
         precision=args.precision,
         max_rounds=args.max_replicates,
-        cells=space.grid_size // args.max_replicates,
+        cells=space.grid_size // (1 if drawn else args.max_replicates),
         cell_keys=cell_keys,
+        drawn=drawn,
     )
+    what = "a new draw of the random keys" if drawn else "one replicate of every cell"
     print(
-        f"tune_mnist: until decided: rounds of {settings.cells} pairs (one replicate of every "
-        f"cell), at most {settings.max_rounds}; stops when the anytime-valid 95% interval of "
-        f"MixUp − plain excludes 0 or lies within ±{args.precision:g}",
+        f"tune_mnist: until decided: rounds of {settings.cells} pair(s) ({what}), at most "
+        f"{settings.max_rounds}; stops when the anytime-valid 95% interval of MixUp − plain "
+        f"excludes 0 or lies within ±{args.precision:g}",
         flush=True,
     )
     return UntilDecided(settings, run_dir)
