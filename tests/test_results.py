@@ -83,7 +83,8 @@ def test_a_pair_with_a_corrupt_file_is_reported_and_the_others_are_written(
 ):
     """One pair's latest checkpoint and another's result.json are overwritten with garbage: each is
     one line on stderr and UNREADABLE (with the reason) in trials.parquet, the other two pairs'
-    results are written as before, and the exit status says the results are partial."""
+    results are written as before, and the exit status says the results are partial. A third
+    pair's models, damaged inside their archives, are not scored on the test set, and said so."""
     copy = tmp_path / "corrupt"
     shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("*.parquet"))
     bad_checkpoint, bad_result, *good = sorted(copy.glob("train_pair_*"))
@@ -91,9 +92,16 @@ def test_a_pair_with_a_corrupt_file_is_reported_and_the_others_are_written(
     for seed, path in enumerate(sorted(newest.iterdir())):
         _garbage(path, seed)
     _garbage(bad_result / "result.json", 99)
+    for model in max(good[0].glob("checkpoint_*")).glob("*.keras"):
+        content = bytearray(model.read_bytes())
+        middle = len(content) // 2
+        content[middle : middle + 64] = bytes(64)  # inside the weights: only a load finds it
+        model.write_bytes(bytes(content))
 
     assert main([str(copy)]) == EXIT_PARTIAL
-    err = capsys.readouterr().err.strip().splitlines()
+    out, err = capsys.readouterr()
+    assert "Not scored on the test set: pair " in out and good[0].name in out, out
+    err = err.strip().splitlines()
     assert len(err) == 2, err
     assert any(bad_checkpoint.name in line and newest.name in line for line in err), err
     assert any(bad_result.name in line and "result.json" in line for line in err), err
