@@ -108,8 +108,6 @@ class PairRecord:
     status: str
     error: str | None
     predictions: dict[str, np.ndarray]
-    # Why a file of the pair cannot be read (then its status is UNREADABLE); None when all can.
-    unreadable: str | None = None
 
 
 def _read_reports(result_file: Path) -> list[dict[str, Any]]:
@@ -197,7 +195,6 @@ def _read_pair(trial_dir: Path, statuses: dict[str, str]) -> PairRecord:
         status=UNREADABLE if unreadable else statuses.get(pair_id, "PENDING"),
         error="; ".join(unreadable) if unreadable else _error_text(trial_dir),
         predictions=predictions,
-        unreadable="; ".join(unreadable) or None,
     )
 
 
@@ -584,8 +581,8 @@ def _finish(
     return tables, evaluation
 
 
-def report_unreadable(trials: pd.DataFrame) -> bool:
-    """One line on stderr per pair whose files cannot be read; True when there is one."""
+def report_unreadable(trials: pd.DataFrame) -> None:
+    """One line on stderr per pair whose files cannot be read (status UNREADABLE)."""
     unreadable = trials[trials["status"] == UNREADABLE].drop_duplicates("pair_id")
     for row in unreadable.itertuples():
         print(
@@ -594,7 +591,6 @@ def report_unreadable(trials: pd.DataFrame) -> bool:
             file=sys.stderr,
             flush=True,
         )
-    return len(unreadable) > 0
 
 
 def _test_images(run_dir: Path, tables: Tables) -> tuple[np.ndarray | None, list[str] | None]:
