@@ -302,6 +302,9 @@ def test_a_corrupted_latest_checkpoint_is_retried_from_the_previous_one(tmp_path
     retried = [row for row in _result_rows(victim_dir) if row["pid"] != pid]
     # The retry began with the corrupted checkpoint's own epoch: it started from the one before.
     assert retried and retried[0]["epoch"] == corrupted_epoch, [r["epoch"] for r in retried]
+    # ... and said so in the terminal, naming the damaged checkpoint's file.
+    said = [line for line in output.splitlines() if "resumed from the earlier" in line]
+    assert len(said) == 1 and last["checkpoint_dir_name"] in said[0], said
     faulty, calm = _metrics_by_seed(run_dir), _metrics_by_seed(tmp_path / "runs" / "quiet")
     assert list(faulty.index) == list(calm.index)
     np.testing.assert_allclose(faulty[CHECKED_METRICS], calm[CHECKED_METRICS], rtol=1e-5)

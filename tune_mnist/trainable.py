@@ -237,12 +237,13 @@ def _restore(
     """
     failures = []
     for number, candidate in enumerate(_newest_first(checkpoint)):
-        try:
-            with candidate.as_directory() as directory:
+        with candidate.as_directory() as directory:
+            try:
                 pair = PairTrainer.restore(config, data, Path(directory), seed=seed)
-        except CheckpointUnreadable as e:
-            failures.append(str(e))
-            continue
+            except CheckpointUnreadable as e:
+                # Named where it is stored, not in the local copy a remote checkpoint is read from.
+                failures.append(str(e).replace(str(directory), candidate.path))
+                continue
         if number:
             print(
                 f"tune_mnist: {failures[0]}; resumed from the earlier {candidate.path} "
