@@ -246,6 +246,70 @@ def test_interrupted_and_killed_driver_resume_without_rerunning_finished_trials(
         assert len(_result_rows(trial_dir)) == rows
 
 
+def _corrupt(folder: Path, seed: int = 0) -> None:
+    """Overwrite every file under `folder` with random bytes of the same length (a disk fault)."""
+    rng = np.random.default_rng(seed)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        path.write_bytes(rng.integers(0, 256, max(path.stat().st_size, 16), np.uint8).tobytes())
+
+
+def _metrics_by_seed(run_dir: Path) -> pd.DataFrame:
+    """epochs.parquet indexed by (seed, arm, epoch): trial ids differ between runs, seeds do not."""
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    epochs["seed"] = epochs["trial_id"].map(trials["config/seed"])
+    epochs["arm"] = epochs["trial_id"].map(trials["arm"])
+    return epochs.set_index(["seed", "arm", "epoch"]).sort_index()
+
+
+CHECKED_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_acc"]
+
+
+@pytest.mark.slow
+def test_a_corrupted_latest_checkpoint_is_retried_from_the_previous_one(tmp_path, drivers):
+    """Seed 0's worker is frozen, the checkpoint its retry would start from is overwritten with
+    garbage, the worker is killed: the retry starts from the checkpoint before, and every epoch of
+    both pairs equals a quiet run's (an epoch's random draws depend on the seed and epoch only)."""
+    (tmp_path / "space.yaml").write_text(TINY_SPACE.replace("[0, 1, 2]", "[0, 1]"))
+    args = ["--space", str(tmp_path / "space.yaml"), "--train-subset", "300", "--max-epochs", "5"]
+    args += ["--max-concurrent", "1", "--storage-path", str(tmp_path / "runs")]
+    quiet = drivers([*args, "--name", "quiet"], tmp_path / "quiet.txt")
+    assert quiet.wait(400) == 0, quiet.output()[-3000:]
+    run_dir = tmp_path / "runs" / "faulty"
+    driver = drivers([*args, "--max-failures", "1", "--name", "faulty"], tmp_path / "log.txt")
+
+    def two_epochs_of_seed_0():
+        for trial_dir in run_dir.glob("*_seed=0_*"):
+            rows = _result_rows(trial_dir)
+            if len(rows) >= 2:
+                return trial_dir, rows[0]["pid"]
+        return None
+
+    victim_dir, pid = _poll(two_epochs_of_seed_0, 300, "seed 0's second epoch", driver)
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(2)  # the driver writes the reports it already took; a frozen worker sends none
+    last = _result_rows(victim_dir)[-1]
+    corrupted_epoch = last["epoch"]
+    assert 2 <= corrupted_epoch < 5, last
+    _corrupt(victim_dir / last["checkpoint_dir_name"])
+    os.kill(pid, signal.SIGKILL)
+    status = driver.wait(400)
+    output = driver.output()
+
+    assert status == 0, output[-3000:]
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert set(trials["status"]) == {"TERMINATED"} and (trials["epochs_run"] == 5).all()
+    retried = [row for row in _result_rows(victim_dir) if row["pid"] != pid]
+    # The retry began with the corrupted checkpoint's own epoch: it started from the one before.
+    assert retried and retried[0]["epoch"] == corrupted_epoch, [r["epoch"] for r in retried]
+    # ... and said so in the terminal, naming the damaged checkpoint's file.
+    said = [line for line in output.splitlines() if "resumed from the earlier" in line]
+    assert len(said) == 1 and last["checkpoint_dir_name"] in said[0], said
+    faulty, calm = _metrics_by_seed(run_dir), _metrics_by_seed(tmp_path / "runs" / "quiet")
+    assert list(faulty.index) == list(calm.index)
+    np.testing.assert_allclose(faulty[CHECKED_METRICS], calm[CHECKED_METRICS], rtol=1e-5)
+
+
 WRITER = """
 import sys
 from pathlib import Path

@@ -4,10 +4,12 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tune_mnist.plots import FIGURE_FILES
-from tune_mnist.results import ExperimentError, collect, main
+from tune_mnist.results import EXIT_PARTIAL, collect, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MARKED = {"replicates": "independent", "args": {}}
@@ -65,8 +67,63 @@ def test_only_a_truncated_last_result_line_is_skipped(small_run, tmp_path):
     epochs = collect(copy).epochs
     assert epochs.groupby("trial_id").size().tolist() == [2] * 8
     result.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
-    with pytest.raises(ExperimentError, match="line 2 is not JSON"):
-        collect(copy)
+    trials = collect(copy).trials
+    broken = trials[trials["trial_dir"] == result.parent.name]
+    assert set(broken["status"]) == {"UNREADABLE"}
+    assert broken["error"].str.contains("line 2 is not JSON").all()
+
+
+def _garbage(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.write_bytes(rng.integers(0, 256, max(path.stat().st_size, 16), np.uint8).tobytes())
+
+
+def test_a_pair_with_a_corrupt_file_is_reported_and_the_others_are_written(
+    small_run, tmp_path, capsys
+):
+    """One pair's latest checkpoint and another's result.json are overwritten with garbage: each is
+    one line on stderr and UNREADABLE (with the reason) in trials.parquet, the other two pairs'
+    results are written as before, and the exit status says the results are partial. A third
+    pair's models, damaged inside their archives, are not scored on the test set, and said so."""
+    copy = tmp_path / "corrupt"
+    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("*.parquet"))
+    bad_checkpoint, bad_result, *good = sorted(copy.glob("train_pair_*"))
+    newest = max(bad_checkpoint.glob("checkpoint_*"))
+    for seed, path in enumerate(sorted(newest.iterdir())):
+        _garbage(path, seed)
+    _garbage(bad_result / "result.json", 99)
+    for model in max(good[0].glob("checkpoint_*")).glob("*.keras"):
+        content = bytearray(model.read_bytes())
+        middle = len(content) // 2
+        content[middle : middle + 64] = bytes(64)  # inside the weights: only a load finds it
+        model.write_bytes(bytes(content))
+
+    assert main([str(copy)]) == EXIT_PARTIAL
+    out, err = capsys.readouterr()
+    assert "Not scored on the test set: pair " in out and good[0].name in out, out
+    err = err.strip().splitlines()
+    assert len(err) == 2, err
+    assert any(bad_checkpoint.name in line and newest.name in line for line in err), err
+    assert any(bad_result.name in line and "result.json" in line for line in err), err
+    trials = pd.read_parquet(copy / "trials.parquet").set_index("trial_dir")
+    before = pd.read_parquet(small_run / "trials.parquet").set_index("trial_dir")
+    for folder in (bad_checkpoint, bad_result):
+        assert set(trials.loc[folder.name, "status"]) == {"UNREADABLE"}
+        assert trials.loc[folder.name, "error"].notna().all()
+    assert trials.loc[bad_checkpoint.name, "error"].str.contains(newest.name).all()
+    kept = [folder.name for folder in good]
+    assert set(trials.loc[kept, "status"]) == {"TERMINATED"}
+    pd.testing.assert_frame_equal(
+        trials.loc[kept, ["trial_id", "best_val_acc", "last_val_acc", "epochs_run"]],
+        before.loc[kept, ["trial_id", "best_val_acc", "last_val_acc", "epochs_run"]],
+    )
+    epochs = pd.read_parquet(copy / "epochs.parquet")
+    # The pair whose checkpoint is lost keeps its reported epochs; the other has none to keep.
+    assert set(epochs["trial_id"]) == set(before["trial_id"]) - set(
+        before.loc[bad_result.name, "trial_id"]
+    )
+    comparison = pd.read_parquet(copy / "comparison.parquet")
+    assert comparison.loc[comparison["role"] == "primary", "n_pairs"].item() == 2
 
 
 @pytest.mark.parametrize(

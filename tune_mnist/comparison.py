@@ -51,7 +51,9 @@ PRIMARY_METRIC = "val_acc"
 SENSITIVITY = f"{POOLED} (failed arms at chance)"
 FAILED = ("ERROR", "DIVERGED")
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
-STATUSES = ("TERMINATED", *FAILED, *UNFINISHED)
+# A pair whose files cannot be read (tune_mnist.results): never compared, whatever it reported.
+UNREADABLE = "UNREADABLE"
+STATUSES = ("TERMINATED", *FAILED, *UNFINISHED, UNREADABLE)
 # Differences are rounded to 1e-9, far below an accuracy step (1 / n_val), so that float noise
 # cannot make equal differences unequal (no spread where every pair moved the same).
 DECIMALS = 9
@@ -270,7 +272,7 @@ def _pairs(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         for metric in METRICS:
             epoch = pairs["compared_epoch"]
             pairs[f"{metric}_{arm}"] = _at(indexed, pairs[f"trial_{arm}"], epoch, metric)
-    excluded = ("ERROR", *UNFINISHED)
+    excluded = ("ERROR", UNREADABLE, *UNFINISHED)
     finished = ~pairs["status_plain"].isin(excluded) & ~pairs["status_mixup"].isin(excluded)
     pairs["used"] = finished & (pairs["compared_epoch"] > 0)
     return pairs

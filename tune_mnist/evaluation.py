@@ -50,6 +50,7 @@ from tune_mnist import comparison as comparisons
 from tune_mnist import data as datasets
 from tune_mnist.checkpoint import (
     CheckpointMissing,
+    CheckpointUnreadable,
     compared_models,
     latest_checkpoint,
     load_model,
@@ -221,7 +222,11 @@ def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluati
     test_images = datasets.scale_images(arrays.x_test)
     rows, confusions, predictions = [], [], []
     for arm, (directory, epoch) in checkpoints.items():
-        model = load_model(directory, arm)
+        try:
+            model = load_model(directory, arm)
+        except CheckpointUnreadable as e:  # damage results.collect's quick look cannot see
+            missing.append(f"{arm}: {e}")
+            continue
         probs = _predict(model, test_images)
         mixed_probs = _predict(model, mixed_images)
         rows.append(
@@ -231,6 +236,8 @@ def evaluate_final_models(run_dir: str | Path, trials: pd.DataFrame) -> Evaluati
         predictions.append(_predictions(arm, probs, arrays.y_test))
         _save_portable(model, run_dir / best_model_file(arm))
         atomic_write_dir(run_dir / best_savedmodel_dir(arm), partial(model.export, verbose=False))
+    if not rows:
+        raise EvaluationUnavailable("no test evaluation: " + "; ".join(missing))
     labels = {"arm": "string", "trial_id": "string", "architecture": "string"}
     return Evaluation(
         test_eval=pd.DataFrame(rows).astype(labels),
@@ -370,10 +377,16 @@ def score_compared_pairs(run_dir: str | Path, pairs: pd.DataFrame) -> PairedScor
     test_images = datasets.scale_images(arrays.x_test)
     frames = []
     for pair_id, (directory, compared) in found.items():
-        for arm in ARMS:
-            model = load_model(directory, arm, compared=compared)
+        try:
+            models = {arm: load_model(directory, arm, compared=compared) for arm in ARMS}
+        except CheckpointUnreadable as e:  # damage results.collect's quick look cannot see
+            missing.append(f"pair {pair_id}: {e}")
+            continue
+        for arm, model in models.items():
             predicted = _predict(model, test_images).argmax(axis=1)
             frames.append(_pair_rows(pair_id, arm, pairs.loc[pair_id], predicted, arrays.y_test))
+    if not frames:
+        return PairedScores(None, missing)
     table = pd.concat(frames, ignore_index=True).astype(PAIR_COLUMNS)
     return PairedScores(table, missing)
 

@@ -7,7 +7,7 @@ pair), named by its trial id:
 
 - an arm: params = its configuration keys, ``mixup``, ``architecture`` and ``pair_id``; metrics =
   every per-epoch metric of the public schema with step = epoch; tags = trial id, pair, arm and
-  status; MLflow status FINISHED, FAILED (ERROR, DIVERGED) or KILLED (unfinished).
+  status; MLflow status FINISHED, FAILED (ERROR, DIVERGED, UNREADABLE) or KILLED (unfinished).
 - the parent: params = the search's arguments (from run_manifest.json); metrics = the primary
   result (both arms, the difference and its interval, the p-value) and the test accuracy of the
   final model of each arm; artifacts = comparison.csv, run_manifest.json and best_<arm>.keras.
@@ -52,7 +52,12 @@ EPOCH_METRICS = tuple(m for m in METRICS if m != "epoch")  # the epoch is the st
 PRIMARY_COLUMNS = ("plain", "mixup", "diff", "ci_low", "ci_high", "p_value")
 TEST_METRICS = ("test_acc", "test_mixed_acc", "test_ece")
 BATCH = 1000  # MLflow's limit of metrics in one log_batch call
-STATUSES = {"TERMINATED": "FINISHED", "ERROR": "FAILED", "DIVERGED": "FAILED"}  # else KILLED
+STATUSES = {  # else KILLED
+    "TERMINATED": "FINISHED",
+    "ERROR": "FAILED",
+    "DIVERGED": "FAILED",
+    "UNREADABLE": "FAILED",
+}
 
 
 class TrackingError(Exception):

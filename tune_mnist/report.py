@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tune_mnist import plots
-from tune_mnist.comparison import FAILED, format_comparison
+from tune_mnist.comparison import FAILED, UNREADABLE, format_comparison
 from tune_mnist.evaluation import format_confirmation
 from tune_mnist.files import REPORT_FILE, ManifestError, atomic_write, read_manifest
 from tune_mnist.space import ARM_KEYS, KEYS
@@ -189,7 +189,7 @@ def primary_section(tables: RunTables, context: Context) -> Section:
     confirmation = format_confirmation(tables.comparison)
     parts += [f'<p class="primary">{_text(confirmation)}</p>'] if confirmation else []
     parts += [pairs, f"<pre>{_text(details)}</pre>"]
-    failed = trials[trials["status"].isin(FAILED)]
+    failed = trials[trials["status"].isin((*FAILED, UNREADABLE))]
     if len(failed):
         columns = ["trial_id", "architecture", "status", "error"]
         parts += ["<h3>Failed arms</h3>", _table(failed[columns])]

@@ -32,8 +32,14 @@ import pandas as pd
 import pyarrow as pa
 
 from tune_mnist import evaluation as test_evaluation
-from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_predictions
-from tune_mnist.comparison import compare, format_comparison, with_sequence
+from tune_mnist.checkpoint import (
+    CheckpointMissing,
+    CheckpointUnreadable,
+    check_models,
+    latest_checkpoint,
+    load_predictions,
+)
+from tune_mnist.comparison import UNREADABLE, compare, format_comparison, with_sequence
 from tune_mnist.dependence import analyse, format_dependence
 from tune_mnist.files import (
     COMPARISON_FILE,
@@ -57,7 +63,8 @@ EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
 MISSING_SHOWN = 5  # pairs named when compared pairs cannot be scored on the test set
 PLOT_METRICS = ("val_acc", "val_mixed_acc")  # the metrics the learning curves and forest can show
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130  # of `python -m tune_mnist.results`, with 0
+# Exit statuses of `python -m tune_mnist.results`, besides 0; 3 is the search's EXIT_PARTIAL too.
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_INTERRUPTED = 2, 3, 130
 TABLE_FILES = {
     "trials": TRIALS_FILE,
     "epochs": EPOCHS_FILE,
@@ -107,7 +114,10 @@ def _read_reports(result_file: Path) -> list[dict[str, Any]]:
     """The JSON lines of a trial's result.json; only a truncated last line (a kill) is skipped."""
     if not result_file.is_file():
         return []
-    lines = result_file.read_text().splitlines()
+    try:
+        lines = result_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExperimentError(f"{result_file}: unreadable ({type(e).__name__})") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -153,20 +163,37 @@ def _error_text(trial_dir: Path) -> str | None:
 
 
 def _read_pair(trial_dir: Path, statuses: dict[str, str]) -> PairRecord:
-    reports = _read_reports(trial_dir / "result.json")
-    pair_id = reports[-1]["trial_id"] if reports else _dir_trial_id(trial_dir)
+    """What is left of one pair; a file that cannot be read makes it UNREADABLE (with the reason),
+    keeping whatever else could be read: the other pairs do not depend on it."""
+    unreadable = []
     try:
-        predictions = load_predictions(latest_checkpoint(trial_dir)[0])
+        reports = _read_reports(trial_dir / "result.json")
+    except ExperimentError as e:
+        reports = []
+        unreadable.append(str(e))
+    try:
+        config = json.loads((trial_dir / "params.json").read_text())
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        config = {}
+        unreadable.append(f"{trial_dir / 'params.json'}: unreadable ({type(e).__name__})")
+    try:
+        directory = latest_checkpoint(trial_dir)[0]
+        predictions = load_predictions(directory)
+        check_models(directory)  # the test evaluation loads them later
+    except CheckpointUnreadable as e:
+        predictions = {}
+        unreadable.append(str(e))
     except CheckpointMissing:
         predictions = {}
+    pair_id = reports[-1]["trial_id"] if reports else _dir_trial_id(trial_dir)
     return PairRecord(
         pair_id=pair_id,
         trial_dir=trial_dir,
-        config=json.loads((trial_dir / "params.json").read_text()),
+        config=config,
         # A trial retried from a checkpoint reports its later epochs again: keep the last report.
         reports=sorted({int(r["epoch"]): r for r in reports if "epoch" in r}.items()),
-        status=statuses.get(pair_id, "PENDING"),
-        error=_error_text(trial_dir),
+        status=UNREADABLE if unreadable else statuses.get(pair_id, "PENDING"),
+        error="; ".join(unreadable) if unreadable else _error_text(trial_dir),
         predictions=predictions,
     )
 
@@ -182,7 +209,7 @@ def _arm_epochs(pair: PairRecord, arm: str) -> list[dict[str, Any]]:
 
 
 def _arm_status(pair: PairRecord, epochs: list[dict[str, Any]]) -> str:
-    if pair.status != "ERROR" and epochs and epochs[-1].get("diverged"):
+    if pair.status not in ("ERROR", UNREADABLE) and epochs and epochs[-1].get("diverged"):
         return "DIVERGED"
     return pair.status
 
@@ -232,19 +259,24 @@ def collect(run_dir: str | Path) -> Tables:
 
     One row per arm: a pair trial gives a `plain` and a `mixup` row sharing `pair_id`. An arm's
     status is TERMINATED (finished, or stopped with its pair by ASHA or `--patience`), DIVERGED
-    (NaN or infinite training loss), ERROR (the pair failed after its retries), or PENDING /
-    RUNNING / PAUSED when the run was interrupted. Raises ExperimentError for unreadable files.
+    (NaN or infinite training loss), ERROR (the pair failed after its retries), PENDING /
+    RUNNING / PAUSED when the run was interrupted, or UNREADABLE: a file of the pair cannot be
+    read (``error`` names it), so the pair is left out of the comparison; the epochs it reported
+    are kept when they can be read. Raises ExperimentError when the run's own files cannot be read.
     """
     run_dir = Path(run_dir)
     statuses = _statuses(run_dir)
     pairs = [_read_pair(trial_dir, statuses) for trial_dir in _trial_dirs(run_dir)]
-    varying = [k for k in KEYS if len({json.dumps(p.config.get(k)) for p in pairs}) > 1]
+    configs = [p.config for p in pairs if p.config]  # an unreadable params.json tells nothing
+    varying = [k for k in KEYS if len({json.dumps(c.get(k)) for c in configs}) > 1]
     trial_rows, epoch_rows, predictions = [], [], []
     for pair in pairs:
         for arm in ARMS:
             epochs = _arm_epochs(pair, arm)
             row = _trial_row(pair, arm, epochs)
-            row["architecture"] = architecture_label(pair.config, varying)
+            # A pair without its params.json: its configuration is unknown.
+            label = architecture_label(pair.config, varying) if pair.config else "unknown"
+            row["architecture"] = label
             trial_rows.append(row)
             epoch_rows += [{c: r.get(c) for c in EPOCH_COLUMNS} for r in epochs]
             predictions.append(_prediction_rows(pair, arm))
@@ -448,7 +480,7 @@ def summary(tables: Tables) -> str:
         lines += ["", searched] if searched else []
     else:
         lines.append("No pair finished.")
-    for _, row in trials[trials["status"].isin(["ERROR", "DIVERGED"])].iterrows():
+    for _, row in trials[trials["status"].isin(["ERROR", "DIVERGED", UNREADABLE])].iterrows():
         reason = row["error"] if pd.notna(row["error"]) else "loss became NaN"
         lines.append(f"{row['status']}: {row['trial_id']} ({row['architecture']}): {reason}")
     return "\n".join(lines)
@@ -532,6 +564,7 @@ def _finish(
     """`finish` on a local folder; ``shown`` names the run in what is printed (its URI)."""
     tables = collect(run_dir)
     save(run_dir, tables)
+    report_unreadable(tables.trials)
     evaluation = _test_evaluation(run_dir, tables)
     _attach(tables, evaluation)
     pairs = _compared_pairs(run_dir, tables)
@@ -546,6 +579,18 @@ def _finish(
     if report:
         write_run_report(run_dir, tables, metric, shown=shown)
     return tables, evaluation
+
+
+def report_unreadable(trials: pd.DataFrame) -> None:
+    """One line on stderr per pair whose files cannot be read (status UNREADABLE)."""
+    unreadable = trials[trials["status"] == UNREADABLE].drop_duplicates("pair_id")
+    for row in unreadable.itertuples():
+        print(
+            f"error: pair {row.pair_id} ({row.trial_dir}) left out, a file cannot be read: "
+            + " ".join(str(row.error).split()),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _test_images(run_dir: Path, tables: Tables) -> tuple[np.ndarray | None, list[str] | None]:
@@ -643,7 +688,9 @@ def build_parser(prog: str = "python -m tune_mnist.results") -> argparse.Argumen
         formatter_class=HelpFormatter,
         epilog=(
             "Exit status: 0 the run's tables were written (and the figures, report and MLflow "
-            f"runs asked for); {EXIT_BAD_INPUT} bad input: an option, a folder without a run, a "
+            f"runs asked for); {EXIT_PARTIAL} they were, but some pairs' files cannot be read "
+            "(each pair one line on stderr, UNREADABLE in trials.parquet); "
+            f"{EXIT_BAD_INPUT} bad input: an option, a folder without a run, a "
             "store that cannot be read or written, an MLflow server that cannot be reached or "
             f"did not log the run (said on stderr); {EXIT_INTERRUPTED} interrupted (Ctrl-C): "
             "every file is whole, the same command finishes the rest."
@@ -702,7 +749,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.res
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    return 0 if logged else EXIT_BAD_INPUT
+    if not logged:
+        return EXIT_BAD_INPUT
+    return EXIT_PARTIAL if tables.trials["status"].eq(UNREADABLE).any() else 0
 
 
 if __name__ == "__main__":

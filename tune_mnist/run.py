@@ -80,7 +80,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "Exit status: 0 every pair finished; "
             f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training); "
             f"{EXIT_PARTIAL} the search ran but some pairs failed (ERROR, listed with their "
-            f"error); {EXIT_STORAGE} --storage-path stopped taking writes during the search; "
+            "error) or their files cannot be read (UNREADABLE, one line each on stderr); "
+            f"{EXIT_STORAGE} --storage-path stopped taking writes during the search; "
             f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, and "
             f"{EXIT_INTERRUPTED} during the search, the last line is the command that resumes it."
         ),

@@ -12,18 +12,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tune_mnist.checkpoint import load_model, load_predictions, load_state, save_checkpoint
+from tune_mnist.checkpoint import (
+    CheckpointUnreadable,
+    earlier_checkpoints,
+    load_model,
+    load_predictions,
+    load_state,
+    save_checkpoint,
+)
 from tune_mnist.data import (
     SearchData,
     apply_mix,
@@ -41,6 +49,11 @@ from tune_mnist.resources import (
     process_rss_mib,
 )
 from tune_mnist.space import ARMS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ray import tune
 
 # Workers' output reaches the driver's terminal (search._init_ray), where Tune's INFO line for
 # every saved checkpoint (every epoch of every pair) would drown the progress table.
@@ -189,8 +202,7 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
 
     checkpoint, seed = tune.get_checkpoint(), settings.seed_of(config)
     if checkpoint:
-        with checkpoint.as_directory() as directory:
-            pair = PairTrainer.restore(config, data, Path(directory), seed=seed)
+        pair = _restore(config, data, checkpoint, seed=seed)
     else:
         pair = PairTrainer.build(config, data, seed=seed)
     node_id = ray.get_runtime_context().get_node_id()
@@ -210,6 +222,43 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         if pair.stopped(settings.patience):
             return
+
+
+def _restore(
+    config: dict[str, Any], data: SearchData, checkpoint: tune.Checkpoint, *, seed: int
+) -> PairTrainer:
+    """The pair from the checkpoint Tune handed it or, when that one cannot be read (a damaged or
+    overwritten file), from the newest earlier checkpoint Tune kept that can.
+
+    An earlier checkpoint costs the epochs after it, which are trained again exactly as they were
+    (every epoch's random draws depend on the pair's seed and the epoch alone). Raises
+    CheckpointUnreadable, naming every file that failed, when none can be read: the attempt fails
+    and Tune's retries and the trial's ERROR say so.
+    """
+    failures = []
+    for number, candidate in enumerate(_newest_first(checkpoint)):
+        with candidate.as_directory() as directory:
+            try:
+                pair = PairTrainer.restore(config, data, Path(directory), seed=seed)
+            except CheckpointUnreadable as e:
+                # Named where it is stored, not in the local copy a remote checkpoint is read from.
+                failures.append(str(e).replace(str(directory), candidate.path))
+                continue
+        if number:
+            print(
+                f"tune_mnist: {failures[0]}; resumed from the earlier {candidate.path} "
+                f"(epoch {pair.state.epoch})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return pair
+    raise CheckpointUnreadable("no readable checkpoint: " + "; ".join(failures))
+
+
+def _newest_first(checkpoint: tune.Checkpoint) -> Iterator[tune.Checkpoint]:
+    """`checkpoint`, then (looked for only if asked) the earlier ones Tune kept, newest first."""
+    yield checkpoint
+    yield from earlier_checkpoints(checkpoint)
 
 
 class PairTrainer:
@@ -266,7 +315,10 @@ class PairTrainer:
         compared = {arm: load_model(directory, arm, compared=True) for arm in ARMS}
         predictions = load_predictions(directory)
         predictions.pop("true")
-        state = PairState(**load_state(directory))
+        try:
+            state = PairState(**load_state(directory))
+        except TypeError as e:  # a state.json of another shape
+            raise CheckpointUnreadable(f"{directory}/state.json: unreadable ({e})") from e
         kept = {arm: model for arm, model in compared.items() if model is not None}
         return cls(config, data, models, state, predictions, kept, seed=seed)
 

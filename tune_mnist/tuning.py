@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tune_mnist import data as datasets
 from tune_mnist import results, run_lock
-from tune_mnist.comparison import UNFINISHED
+from tune_mnist.comparison import UNFINISHED, UNREADABLE
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.mlflow_runs import TrackingError, check_reachable
 from tune_mnist.replicates import MANIFEST_MARK, marked_independent
@@ -552,7 +552,7 @@ def _exit_status(trials: Any, run_dir: str, pairs: int) -> int:
             flush=True,
         )
         return EXIT_INTERRUPTED
-    return EXIT_PARTIAL if trials["status"].eq("ERROR").any() else 0
+    return EXIT_PARTIAL if trials["status"].isin(["ERROR", UNREADABLE]).any() else 0
 
 
 def _tune(
