@@ -517,7 +517,7 @@ def _manifest(
     return {
         **mark,
         "command": argv,
-        "config": config.to_manifest(),
+        "args": config.to_manifest(),
         "space": space.to_dict(),
         # The name of a built-in space (its YAML is the installed tune_mnist version's), or the
         # absolute path of the file.
