@@ -30,7 +30,8 @@ from ray.tune import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's tune_mnist
 
 from tune_mnist import results, tuning  # noqa: E402
-from tune_mnist.run import build_parser  # noqa: E402
+from tune_mnist.config import SearchConfig  # noqa: E402
+from tune_mnist.run import parse_config  # noqa: E402
 from tune_mnist.storage import split  # noqa: E402
 
 VALIDATION_IMAGES = 100  # per arm and trial in the checkpoint's predictions (a real run: thousands)
@@ -115,7 +116,7 @@ ARCHITECTURES = 10  # the space's grid: num_conv 0-4 x num_dense 0-1, repeated o
 NOOP_TRIALS_PER_WORKER = 1000
 
 
-def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
+def search_config(trials: int, storage: Path, reuse: bool) -> SearchConfig:
     """`python -m tune_mnist.run`'s arguments for N one-epoch pairs (N/10 seeds of 10 models), as a
     large study has them: many seeds of a few architectures, compared per architecture."""
     space = storage / "scale.yaml"
@@ -133,20 +134,19 @@ def search_args(trials: int, storage: Path, reuse: bool) -> argparse.Namespace:
         argv += ["--worker-max-trials", str(NOOP_TRIALS_PER_WORKER)]
     else:
         argv.append("--no-reuse-workers")
-    return build_parser().parse_args(argv)
+    return parse_config(argv)
 
 
 def run(trials: int, cpus: int, every: int, storage: Path, reuse: bool) -> dict[str, Any]:
     import ray
 
-    args = search_args(trials, storage, reuse)
-    args, space, run_dir = tuning.prepare(args)
-    data = tuning._load_data(args)
+    config, space, run_dir = tuning.prepare(search_config(trials, storage, reuse))
+    data = tuning._load_data(config)
     ray.init(num_cpus=cpus, include_dashboard=False)
     meter = DriverMeter(every)
     started = time.perf_counter()
     tuning._tune(
-        args, space, data, *split(run_dir), trainable_function=noop_pair, extra_callbacks=[meter]
+        config, space, data, *split(run_dir), trainable_function=noop_pair, extra_callbacks=[meter]
     )
     search_s = time.perf_counter() - started
     cpu = cpu_seconds()

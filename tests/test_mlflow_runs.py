@@ -3,7 +3,6 @@
 The tests that start the server are marked `tracking` (plain `pytest` leaves them out).
 """
 
-import argparse
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import pytest
 import requests
 from conftest import SMALL_SPACE, run_search, search_failed, synthetic_tables
 
+from tune_mnist.config import SearchConfig
 from tune_mnist.mlflow_runs import (
     DEFAULT_EXPERIMENT,
     EPOCH_METRICS,
@@ -26,7 +26,7 @@ from tune_mnist.mlflow_runs import (
     log_search,
 )
 from tune_mnist.results import main as results_main
-from tune_mnist.tuning import _resume_args
+from tune_mnist.tuning import _resume_config
 
 
 def mlflow_client(uri: str):
@@ -215,11 +215,9 @@ def test_a_resume_logs_where_its_own_command_says(tmp_path):
     run_dir.mkdir()
     original = {"space": "quickstart", "dataset": "mnist_sample", "mlflow": "http://gone:5000"}
     (run_dir / "run_manifest.json").write_text(json.dumps({"args": original, "space": {}}))
-    here = {"storage_path": str(tmp_path), "name": "run", "dashboard": False, "verbose": False}
-    here["report"] = False
     for given in (None, "sqlite:///mlflow.db"):
-        args = argparse.Namespace(space=None, seeds=None, mlflow=given, **here)
-        assert _resume_args(run_dir, args).mlflow == given
+        config = SearchConfig(storage_path=str(tmp_path), name="run", resume=True, mlflow=given)
+        assert _resume_config(str(run_dir), config).mlflow == given
 
 
 def test_a_password_in_the_uri_is_refused_since_the_manifest_records_the_uri():

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -159,7 +160,7 @@ def test_resume_refuses_a_different_space(tmp_path):
 
 def test_resuming_a_run_from_before_search_alg_keeps_random_search(tmp_path):
     """A manifest written before --search-alg existed resumes as the random search it was."""
-    from tune_mnist.run import build_parser
+    from tune_mnist.run import build_parser, parse_config
     from tune_mnist.space import load_space
     from tune_mnist.tuning import prepare
 
@@ -170,18 +171,19 @@ def test_resuming_a_run_from_before_search_alg_keeps_random_search(tmp_path):
     manifest = {"args": args, "space": load_space("asha_wide").to_dict()}
     (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
     resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
-    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    resumed, _, _ = prepare(parse_config(resume))
     assert resumed.search_alg == "random"
 
 
 def test_resuming_a_run_from_before_reused_workers_keeps_fresh_workers(tmp_path):
     """A manifest written before workers were reused by default resumes with a process per trial,
     as it started; a new run reuses them, within the default bounds."""
-    from tune_mnist.run import build_parser
+    from tune_mnist.config import WORKER_MAX_TRIALS
+    from tune_mnist.run import build_parser, parse_config
     from tune_mnist.space import load_space
-    from tune_mnist.tuning import WORKER_MAX_TRIALS, prepare
+    from tune_mnist.tuning import prepare
 
-    fresh = build_parser().parse_args(["--name", "new"])
+    fresh = parse_config(["--name", "new"])
     assert (fresh.reuse_workers, fresh.worker_max_trials) == (True, WORKER_MAX_TRIALS)
     run_dir = tmp_path / "out" / "old"
     run_dir.mkdir(parents=True)
@@ -191,17 +193,15 @@ def test_resuming_a_run_from_before_reused_workers_keeps_fresh_workers(tmp_path)
     manifest = {"args": args, "space": load_space("asha_wide").to_dict()}
     (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
     resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
-    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    resumed, _, _ = prepare(parse_config(resume))
     assert resumed.reuse_workers is False
 
 
 def test_scheduler_grid_is_the_old_name_of_fifo(capsys):
     """`--scheduler grid` still works: it runs fifo and says once that grid is fifo's old name."""
-    from tune_mnist.run import build_parser, check_args
+    from tune_mnist.run import parse_config
 
-    args = build_parser().parse_args(["--scheduler", "grid"])
-    check_args(args)
-    assert args.scheduler == "fifo"
+    assert parse_config(["--scheduler", "grid"]).scheduler == "fifo"
     notes = capsys.readouterr().err.strip().splitlines()
     assert len(notes) == 1 and "old name" in notes[0] and "fifo" in notes[0], notes
 
@@ -210,7 +210,7 @@ def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
     """A manifest that recorded --scheduler grid resumes with Tune's FIFO scheduler."""
     from ray.tune.schedulers import FIFOScheduler
 
-    from tune_mnist.run import build_parser
+    from tune_mnist.run import build_parser, parse_config
     from tune_mnist.schedulers import make_scheduler
     from tune_mnist.space import load_space
     from tune_mnist.tuning import prepare
@@ -221,7 +221,7 @@ def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
     manifest = {"args": args | {"scheduler": "grid"}, "space": load_space("quickstart").to_dict()}
     (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
     resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
-    resumed, _, _ = prepare(build_parser().parse_args(resume))
+    resumed, _, _ = prepare(parse_config(resume))
     assert resumed.scheduler == "fifo"
     scheduler = make_scheduler(resumed.scheduler, max_epochs=2, grace_period=1, reduction_factor=3)
     assert isinstance(scheduler, FIFOScheduler)
@@ -230,12 +230,12 @@ def test_resuming_a_run_made_with_scheduler_grid_runs_fifo(tmp_path):
 def test_a_run_from_before_independent_replicates_resumes_seeded_and_sampled_as_it_began(tmp_path):
     """A manifest without the replicates mark resumes as it started: pairs seeded with their
     replicate number, --num-samples as copies; a new run's --num-samples adds replicates."""
-    from tune_mnist.run import build_parser
+    from tune_mnist.run import build_parser, parse_config
     from tune_mnist.space import load_space
     from tune_mnist.tuning import prepare, samples_to_draw
 
     new = ["--name", "new", "--num-samples", "2", "--space", "quickstart"]
-    fresh, space, _ = prepare(build_parser().parse_args([*new, "--storage-path", str(tmp_path)]))
+    fresh, space, _ = prepare(parse_config([*new, "--storage-path", str(tmp_path)]))
     assert fresh.independent_replicates and samples_to_draw(fresh, space) == 1
     assert space.grids["seed"] == [0, 1]
     for mark, independent, seeds, samples in (({}, False, [0], 2), (MARK, True, [0, 1], 1)):
@@ -246,7 +246,7 @@ def test_a_run_from_before_independent_replicates_resumes_seeded_and_sampled_as_
         manifest = {**mark, "args": args, "space": load_space("quickstart").to_dict()}
         (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
         resume = ["--resume", "--storage-path", str(tmp_path / "out"), "--name", "old"]
-        resumed, space, _ = prepare(build_parser().parse_args(resume))
+        resumed, space, _ = prepare(parse_config(resume))
         assert resumed.independent_replicates is independent
         assert space.grids["seed"] == seeds and samples_to_draw(resumed, space) == samples
 
@@ -255,8 +255,8 @@ MARK = {"replicates": "independent"}
 
 
 # Property-based: whatever the arguments or the YAML, the answer is a valid plan or one line and
-# exit 2, never a traceback. `run_search` is replaced by its checks (tuning.prepare): nothing is
-# trained.
+# exit 2, never a traceback. `tune_mnist.search` is replaced by its checks (tuning.prepare):
+# nothing is trained.
 
 FLAGS = [
     "--space",
@@ -317,13 +317,15 @@ argument = st.one_of(
 
 
 def _checks_only(monkeypatch):
+    import tune_mnist
     from tune_mnist import run, tuning
 
-    def prepare_only(args, *, argv):
-        tuning.prepare(args)
-        return 0
+    def prepare_only(config, *, command):
+        tuning.prepare(config)
+        return SimpleNamespace(trials=None)
 
-    monkeypatch.setattr(run, "run_search", prepare_only)
+    monkeypatch.setattr(tune_mnist, "search", prepare_only)
+    monkeypatch.setattr(run, "has_failed_pairs", lambda tables: False)
     return run.main
 
 
@@ -482,7 +484,7 @@ def test_a_run_a_live_driver_holds_is_refused_naming_it(tmp_path):
 
 
 def test_a_dead_drivers_lock_does_not_block_the_run(tmp_path):
-    from tune_mnist.run import build_parser
+    from tune_mnist.run import parse_config
     from tune_mnist.run_lock import LOCK_FILE
     from tune_mnist.tuning import prepare
 
@@ -493,7 +495,7 @@ def test_a_dead_drivers_lock_does_not_block_the_run(tmp_path):
     holder = {"pid": dead.pid, "host": socket.gethostname(), "started": time.time()}
     (run_dir / LOCK_FILE).write_text(json.dumps(holder))
     argv = ["--storage-path", str(tmp_path / "runs"), "--name", "study", "--space", "quickstart"]
-    _, _, prepared = prepare(build_parser().parse_args(argv))
+    _, _, prepared = prepare(parse_config(argv))
     assert prepared == str(run_dir)
 
 

@@ -95,6 +95,8 @@ class Tables:
     test_predictions: pd.DataFrame | None = None
     # Both arms of every compared pair on the test set (evaluation.score_compared_pairs).
     test_pairs: pd.DataFrame | None = None
+    # Where the run is (a folder or a URI), as `load` or `tune_mnist.search` were given it.
+    run_dir: str | None = None
 
 
 @dataclass
@@ -429,9 +431,13 @@ def load(run_dir: str | Path) -> Tables:
     # checkpoint each, are downloaded only when the tables must be rebuilt from them.
     with local_mirror(run_dir, recursive=False, upload=False) as local:
         if _has_tables(local) or not is_uri(run_dir):
-            return _load(local, shown=str(run_dir))
+            tables = _load(local, shown=str(run_dir))
+            tables.run_dir = str(run_dir)
+            return tables
     with local_mirror(run_dir, upload=False) as local:
-        return _load(local, shown=str(run_dir))
+        tables = _load(local, shown=str(run_dir))
+    tables.run_dir = str(run_dir)
+    return tables
 
 
 def _has_tables(run_dir: Path) -> bool:

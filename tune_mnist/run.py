@@ -4,6 +4,9 @@ Also `tune-mnist run` (tune_mnist/cli.py), and `python run.py` on a copy of this
 `ray submit` runs it on a cluster's head: the imports are absolute and the default space is
 package data, so the installed package is all it needs.
 
+The command line is a thin layer over `tune_mnist.search`: its options are the fields of
+`tune_mnist.config.SearchConfig`, and the outcome of the search becomes the exit status.
+
 Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
 ran but some trials failed, 4 when --storage-path stopped taking writes during the search, 130 when
 it was interrupted (Ctrl-C) and can be resumed.
@@ -13,12 +16,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Sequence
 
-from tune_mnist.data import DATASETS, DataError, check_split
-from tune_mnist.resources import ResourcePlan
+import tune_mnist
+from tune_mnist.config import (
+    SCHEDULER_ALIASES,
+    SCHEDULERS,
+    SEARCH_ALGS,
+    WORKER_MAX_RSS_MIB,
+    WORKER_MAX_TRIALS,
+    SearchConfig,
+    UsageError,
+)
+from tune_mnist.data import DATASETS, DataError
 from tune_mnist.results import ExperimentError, HelpFormatter
 from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
 from tune_mnist.tuning import (
@@ -26,13 +37,9 @@ from tune_mnist.tuning import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_STORAGE,
-    SCHEDULER_ALIASES,
-    SCHEDULERS,
-    WORKER_MAX_RSS_MIB,
-    WORKER_MAX_TRIALS,
+    SearchInterrupted,
     StorageError,
-    UsageError,
-    run_search,
+    has_failed_pairs,
 )
 
 PROG = "python -m tune_mnist.run"
@@ -148,7 +155,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     what.add_argument(
         "--search-alg",
-        choices=("random", "tpe"),
+        choices=SEARCH_ALGS,
         default="random",
         help=(
             "random: draw the space's random keys independently for every sample; tpe: Optuna's "
@@ -345,58 +352,38 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Reject bad input that argparse cannot see, before Ray or TensorFlow start."""
-    if args.name is not None and (
-        not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name) or ".." in args.name
-    ):
-        raise UsageError(
-            f"--name {args.name!r}: use letters, digits, '.', '_' and '-' only "
-            "(no path separators or '..')"
-        )
-    check_split(args.val_fraction, args.train_subset)  # the one home of these rules
-    try:
-        ResourcePlan(args.cpus_per_trial, args.gpus_per_trial)  # the one home of these rules
-    except ValueError as e:
-        raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {e}") from None
-    if not (args.reduction_factor > 1 and math.isfinite(args.reduction_factor)):
-        raise UsageError(f"--reduction-factor must be a number > 1, got {args.reduction_factor}")
-    if args.max_failures < -1:
-        raise UsageError(f"--max-failures must be -1 (unlimited) or >= 0, got {args.max_failures}")
-    if not 0 <= args.seed < 2**32:
-        raise UsageError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
-    for option, value in vars(args).items():
-        if isinstance(value, str) and "\0" in value:
-            raise UsageError(f"--{option.replace('_', '-')} must not contain NUL characters")
-    if args.resume and not args.name:
-        raise UsageError("--resume needs --name (and --storage-path) of the run to continue")
-    if args.resume_if_exists and not args.name:
-        raise UsageError("--resume-if-exists needs --name (and --storage-path) of the run")
-    # With --resume-if-exists the space is the existing run's, or the default (search.prepare).
-    if not (args.resume or args.resume_if_exists) and args.space is None:
-        args.space = DEFAULT_SPACE
+def parse_config(argv: Sequence[str] | None = None, prog: str = PROG) -> SearchConfig:
+    """The SearchConfig of a command line; bad input raises UsageError (or DataError)."""
+    args = build_parser(prog).parse_args(argv)
     if args.scheduler in SCHEDULER_ALIASES:
         name = SCHEDULER_ALIASES[args.scheduler]
         print(f"note: --scheduler {args.scheduler} is the old name of --scheduler {name}",
               file=sys.stderr)  # fmt: skip
         args.scheduler = name
+    return SearchConfig(**vars(args))
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    command = list(sys.argv if argv is None else ["tune_mnist.run", *argv])
     try:
-        args = build_parser(prog).parse_args(argv)
-        check_args(args)
-        return run_search(args, argv=list(sys.argv if argv is None else ["tune_mnist.run", *argv]))
+        tables = tune_mnist.search(parse_config(argv, prog), command=command)
     except (UsageError, SpaceError, DataError, ExperimentError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_BAD_INPUT
     except StorageError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_STORAGE
+    except SearchInterrupted as e:
+        print(
+            f"Interrupted: {e.unfinished} pairs unfinished. Resume with: {e.resume_command}",
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         # Ctrl-C before the search started (Tune handles it once trials run): nothing to resume.
         print("interrupted before the search started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if has_failed_pairs(tables) else 0
 
 
 if __name__ == "__main__":

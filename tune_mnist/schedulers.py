@@ -109,7 +109,7 @@ def make_scheduler(
     reduction_factor: float,
     worker_limits: WorkerLimits | None = None,
 ) -> TrialScheduler:
-    """``name``: fifo or asha (`search.SCHEDULERS`). ``worker_limits``: retire reused workers at
+    """``name``: fifo or asha (`config.SCHEDULERS`). ``worker_limits``: retire reused workers at
     these limits (None: workers are not reused)."""
     if name not in ("fifo", "asha"):
         raise ValueError(f"scheduler {name!r}: use one of fifo, asha")

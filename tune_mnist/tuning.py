@@ -1,11 +1,12 @@
 """One search, end to end: validate, load data once, run Ray Tune, then `results.finish`.
 
 Every configuration of the space is one Tune trial that trains a pair: the plain and the MixUp arm.
+`search` is the entry point of both the command line (`tune_mnist.run`) and Python
+(`tune_mnist.search`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tune_mnist import data as datasets
 from tune_mnist import results, run_lock
 from tune_mnist.comparison import UNFINISHED, UNREADABLE
+from tune_mnist.config import SearchConfig, UsageError
 from tune_mnist.files import MANIFEST_FILE, ManifestError, read_manifest, write_json
 from tune_mnist.mlflow_runs import TrackingError, check_reachable
 from tune_mnist.replicates import MANIFEST_MARK, marked_independent
@@ -39,34 +42,6 @@ from tune_mnist.storage import (
 )
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
-# A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). A worker's RSS grows with
-# every pair it trains, even after clear_session and gc (model.fit's leak in a loop,
-# keras-team/keras#17458): 120 MiB per pair of num_conv=2 models on mnist_sample
-# (scripts/worker_memory.py: 1.1 GiB after the first pair, 3.4 GiB after 20). 10
-# pairs bound that to about 1.2 GiB per worker while a worker start (about 4 s) is paid once per
-# 10 trials; 3072 MiB (about three times a fresh trial's peak on full Fashion-MNIST) catches larger
-# models sooner.
-WORKER_MAX_TRIALS = 10
-WORKER_MAX_RSS_MIB = 3072.0
-# Options added after the first manifests were written: a resumed old run gets these values.
-# reuse_workers: runs made before workers were reused by default resume as they started, each
-# trial in a new process (they had no bound on a worker's memory).
-RESUME_DEFAULTS = {
-    "max_failures": 2,
-    "max_trials": 1000,
-    "yes": False,
-    "reuse_workers": False,
-    "worker_max_trials": WORKER_MAX_TRIALS,
-    "worker_max_rss_mib": WORKER_MAX_RSS_MIB,
-    "search_alg": "random",
-    "until_decided": False,
-    "precision": 0.005,
-    "max_replicates": 20,
-}
-# --scheduler: Ray Tune's names. An old name still works, and a resumed run that recorded one
-# gets the new name.
-SCHEDULERS = ("fifo", "asha")
-SCHEDULER_ALIASES = {"grid": "fifo"}
 # The environment variables the manifest records (and with it MLflow, which logs the manifest):
 # those that change what a run computes or where it runs, by exact name. A prefix would let
 # through what a platform adds under it: RAY_JOB_HEADERS (HTTP headers with bearer tokens),
@@ -91,10 +66,6 @@ RECORDED_ENVIRONMENT = (
     "PYTHONHASHSEED",
     "MLFLOW_EXPERIMENT_NAME",
 )
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line, exit status 2."""
 
 
 class StorageError(Exception):
@@ -251,8 +222,8 @@ def _init_ray(address: str | None, *, dashboard: bool = False, verbose: bool = F
         print(f"tune_mnist: Ray dashboard at http://{context.dashboard_url}", flush=True)
 
 
-def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
-    """The original run's arguments from its manifest: `--resume` needs no other flags.
+def _resume_config(run_dir: str, config: SearchConfig) -> SearchConfig:
+    """The original run's configuration from its manifest: `--resume` needs no other options.
 
     A `--space` given with `--resume` must resolve to the run's own space.
     """
@@ -267,35 +238,28 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"--resume: {manifest_file} is unreadable ({e})") from None
     # A run made before pairs were independent replicates continues its pairs exactly as begun.
     independent = marked_independent(manifest)
-    if args.space is not None:
-        given = _searched_space(args.space, args.seeds, original.get("num_samples", 1), independent)
-        given = given.to_dict()
+    if config.space is not None:
+        num_samples = original.get("num_samples", 1)
+        given = _searched_space(config.space, config.seeds, num_samples, independent).to_dict()
         if json.loads(json.dumps(given, default=str)) != recorded_space:
             raise UsageError(
                 f"--resume: run {split(run_dir)[1]} was made with a different search space "
-                f"than {args.space}"
+                f"than {config.space}"
             )
     # Where the run is, whether to show a dashboard, write a report, and where to log it (a
     # tracking server may be gone) come from this command, not the manifest.
     where = {
-        "storage_path": args.storage_path,
-        "name": args.name,
-        "resume_if_exists": getattr(args, "resume_if_exists", False),
-        "dashboard": args.dashboard,
-        "verbose": args.verbose,
-        "report": args.report,
-        "mlflow": args.mlflow,
+        "storage_path": config.storage_path,
+        "name": config.name,
+        "resume_if_exists": config.resume_if_exists,
+        "dashboard": config.dashboard,
+        "verbose": config.verbose,
+        "report": config.report,
+        "mlflow": config.mlflow,
     }
-    resumed = {
-        **RESUME_DEFAULTS,
-        **original,
-        "resume": True,
-        **where,
-        "independent_replicates": independent,
-    }
-    if resumed.get("scheduler") in SCHEDULER_ALIASES:  # a run made before the rename
-        resumed["scheduler"] = SCHEDULER_ALIASES[resumed["scheduler"]]
-    return argparse.Namespace(**resumed)
+    return SearchConfig.from_manifest(
+        original, resume=True, **where, independent_replicates=independent
+    )
 
 
 def _searched_space(
@@ -307,70 +271,73 @@ def _searched_space(
     return loaded.replicated(num_samples) if independent_replicates else loaded
 
 
-def samples_to_draw(args: argparse.Namespace, space: Space) -> int:
+def samples_to_draw(config: SearchConfig, space: Space) -> int:
     """Tune's num_samples: 1 where `--num-samples` became replicate numbers (`_searched_space`);
     until decided on a random space, one sample (a draw of the random keys) per round."""
-    if args.until_decided and space.randoms:
-        return args.max_replicates
-    folded = args.independent_replicates and not space.randoms
-    return 1 if folded else args.num_samples
+    if config.until_decided and space.randoms:
+        return config.max_replicates
+    folded = config.independent_replicates and not space.randoms
+    return 1 if folded else config.num_samples
 
 
-def _seeds(args: argparse.Namespace) -> int | None:
+def _seeds(config: SearchConfig) -> int | None:
     """The replicate numbers to run: until decided, the rounds are replicate numbers in a grid,
     while a random space runs one replicate per draw and its rounds are new draws."""
-    if not args.until_decided:
-        return args.seeds
-    return 1 if load_space(args.space).randoms else args.max_replicates
+    if not config.until_decided:
+        return config.seeds
+    return 1 if load_space(config.space).randoms else config.max_replicates
 
 
-def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Space, str]:
-    """Every check that needs no data and no Ray: the arguments to use, the space, the run folder
-    (an absolute local path, or a URI: see `tune_mnist.storage`).
+def prepare(config: SearchConfig) -> tuple[SearchConfig, Space, str]:
+    """Every check that needs no data and no Ray: the configuration to run (a resumed run's own),
+    the space, the run folder (an absolute local path, or a URI: see `tune_mnist.storage`).
 
     Raises UsageError or SpaceError (one line, exit 2) before anything is trained.
     """
-    storage = resolve(args.storage_path)
-    if getattr(args, "resume_if_exists", False):  # scripts build their own arguments
-        args.resume = run_exists(join(storage, args.name))
-        if not args.resume and args.space is None:
-            args.space = DEFAULT_SPACE
-    if args.resume:
-        args = _resume_args(join(storage, args.name), args)
+    storage = resolve(config.storage_path)
+    if config.resume_if_exists:
+        config = replace(config, resume=run_exists(join(storage, config.name)))
+    if config.resume:
+        config = _resume_config(join(storage, config.name), config)
     else:
-        args = argparse.Namespace(**{**vars(args), "independent_replicates": True})
-    space = _searched_space(args.space, _seeds(args), args.num_samples, args.independent_replicates)
-    if args.until_decided:
-        _check_until_decided(args, space)
-    if args.search_alg == "tpe" and not space.randoms:
+        # Without --space a new run searches the default space; a resumed one, its own.
+        space = DEFAULT_SPACE if config.space is None else config.space
+        config = replace(config, space=space, independent_replicates=True)
+    space = _searched_space(
+        config.space, _seeds(config), config.num_samples, config.independent_replicates
+    )
+    if config.until_decided:
+        _check_until_decided(config, space)
+    if config.search_alg == "tpe" and not space.randoms:
         raise UsageError(
-            f"--search-alg tpe: {args.space} has no random key for it to propose "
+            f"--search-alg tpe: {config.space} has no random key for it to propose "
             "(choice, uniform, loguniform, randint); use --search-alg random"
         )
-    trials = space.num_trials(samples_to_draw(args, space))
-    if not args.resume and trials > args.max_trials and not args.yes:
+    trials = space.num_trials(samples_to_draw(config, space))
+    if not config.resume and trials > config.max_trials and not config.yes:
         raise UsageError(
-            f"{trials} trials (pairs) from {args.space} exceed --max-trials {args.max_trials}; "
+            f"{trials} trials (pairs) from {config.space} exceed --max-trials {config.max_trials}; "
             f"pass --yes to run them anyway"
         )
-    if args.mlflow:
+    if config.mlflow:
         try:
-            check_reachable(args.mlflow)
+            check_reachable(config.mlflow)
         except TrackingError as e:
             raise UsageError(str(e)) from None
-    run_dir = join(storage, args.name or default_name(args.space, args.dataset))
-    _check_unused(run_dir, args.resume)
+    run_dir = join(storage, config.name or default_name(config.space, config.dataset))
+    _check_unused(run_dir, config.resume)
     _check_writable(run_dir)
-    return args, space, run_dir
+    return config, space, run_dir
 
 
-def _check_until_decided(args: argparse.Namespace, space: Space) -> None:
+def _check_until_decided(config: SearchConfig, space: Space) -> None:
     """Rounds need pairs that do not depend on each other: no early stopping, no proposals."""
     refusals = {
-        "--scheduler asha (its rungs make pairs depend on each other)": args.scheduler == "asha",
-        "--patience": args.patience is not None,
-        "--search-alg tpe (its proposals depend on the pairs before)": args.search_alg != "random",
-        "--num-samples (rounds add the replicates)": args.num_samples != 1,
+        "--scheduler asha (its rungs make pairs depend on each other)": config.scheduler == "asha",
+        "--patience": config.patience is not None,
+        "--search-alg tpe (its proposals depend on the pairs before)": config.search_alg
+        != "random",
+        "--num-samples (rounds add the replicates)": config.num_samples != 1,
     }
     for what, refused in refusals.items():
         if refused:
@@ -394,33 +361,78 @@ def _check_unused(run_dir: str, resume: bool) -> None:
         )
 
 
-def run_search(args: argparse.Namespace, *, argv: list[str]) -> int:
+class SearchInterrupted(Exception):
+    """The search stopped with pairs unfinished (Ctrl-C, a time limit): the run can be resumed.
+
+    Its results so far were written, and are in ``tables``; ``resume_command`` continues it.
+    """
+
+    def __init__(self, tables: results.Tables, unfinished: int) -> None:
+        storage, name = split(tables.run_dir or "")
+        self.tables, self.unfinished = tables, unfinished
+        self.resume_command = (
+            f"python -m tune_mnist.run --resume --storage-path {storage} --name {name}"
+        )
+        super().__init__(
+            f"{unfinished} pairs unfinished; resume with: {self.resume_command} (in Python: "
+            f"search(resume=True, storage_path={storage!r}, name={name!r}))"
+        )
+
+
+def search(
+    config: SearchConfig | None = None, /, *, command: Sequence[str] | None = None, **options: Any
+) -> results.Tables:
+    """Run a search to its end and return its results, the tables `results.load` reads.
+
+    ``config`` and ``options`` say what to run: a `SearchConfig`, its fields by name (the options
+    of `python -m tune_mnist.run` with underscores), or both (``options`` replace the config's).
+    ``command`` is what the run's manifest records as the command that made it; by default the
+    `python -m tune_mnist.run` command of the same configuration.
+
+    Raises, before anything is trained: UsageError, SpaceError, DataError or ExperimentError for
+    bad input (TypeError for an unknown option). After the search started: StorageError when the
+    storage path stopped taking writes, SearchInterrupted when pairs are left unfinished (both
+    say how to resume). Pairs that failed are in the returned tables (status ERROR), as Ray Tune's
+    ResultGrid keeps its errors.
+    """
     started = time.time()
-    args, space, run_dir = prepare(args)
+    config = replace(config or SearchConfig(), **options)
+    recorded = list(command) if command is not None else config.command_line()
+    config, space, run_dir = prepare(config)
     try:
         with run_lock.hold(run_dir):
-            return _run_locked(args, space, run_dir, argv=argv, started=started)
+            tables, unfinished = _run_locked(config, space, run_dir, argv=recorded, started=started)
     except run_lock.RunLockedError as e:  # a driver started between prepare's check and here
         raise UsageError(str(e)) from None
+    if unfinished:
+        raise SearchInterrupted(tables, unfinished)
+    return tables
+
+
+def has_failed_pairs(tables: results.Tables) -> bool:
+    """Whether a pair the run needed ended as ERROR (the command line's exit status 3)."""
+    needed, _ = results.needed_pairs(tables.trials, tables.run_dir or "", 0)
+    return bool(needed["status"].isin(["ERROR", UNREADABLE]).any())
 
 
 def _run_locked(
-    args: argparse.Namespace, space: Space, run_dir: str, *, argv: list[str], started: float
-) -> int:
-    search_data = _load_data(args)
+    config: SearchConfig, space: Space, run_dir: str, *, argv: list[str], started: float
+) -> tuple[results.Tables, int]:
+    """The search in its locked run folder: its tables, and how many pairs are unfinished."""
+    search_data = _load_data(config)
     print(
-        f"tune_mnist: {space.num_trials(samples_to_draw(args, space))} pairs from {args.space} "
-        f"({_replicates_said(args, space)}; each trains a plain and a MixUp model), up to "
-        f"{args.max_epochs} epochs each; results in {run_dir}",
+        f"tune_mnist: {space.num_trials(samples_to_draw(config, space))} pairs from {config.space} "
+        f"({_replicates_said(config, space)}; each trains a plain and a MixUp model), up to "
+        f"{config.max_epochs} epochs each; results in {run_dir}",
         flush=True,
     )
-    manifest = _manifest(args, space, search_data, argv, started)
+    manifest = _manifest(config, space, search_data, argv, started)
     write_json(join(run_dir, MANIFEST_FILE), manifest)
     search_started = time.time()
     with _storage_failures(run_dir):
-        _tune(args, space, search_data, *split(run_dir))
+        _tune(config, space, search_data, *split(run_dir))
     search_ended = time.time()
-    if not args.verbose:
+    if not config.verbose:
         _import_keras_quietly()
     # One local copy of a run at a URI for the results, the report and MLflow; what they write
     # is uploaded at the end of the block (a local run folder is used as it is).
@@ -434,21 +446,22 @@ def _run_locked(
             "results": round(time.time() - search_ended, 2),
         }
         write_json(local / MANIFEST_FILE, manifest)
-        if args.report:  # after the manifest's end time and seconds, which the report shows
+        if config.report:  # after the manifest's end time and seconds, which the report shows
             results.write_run_report(local, tables, shown=run_dir)
-        if args.mlflow:  # after the manifest: it is logged too
-            results.log_mlflow(args.mlflow, local, tables)
+        if config.mlflow:  # after the manifest: it is logged too
+            results.log_mlflow(config.mlflow, local, tables)
     print(f"\nResults: {run_dir}", flush=True)
-    pairs = space.num_trials(samples_to_draw(args, space))
+    tables.run_dir = run_dir
+    pairs = space.num_trials(samples_to_draw(config, space))
     needed, pairs = results.needed_pairs(tables.trials, run_dir, pairs)
-    return _exit_status(needed, run_dir, pairs)
+    return tables, _unfinished(needed, pairs)
 
 
-def _replicates_said(args: argparse.Namespace, space: Space) -> str:
+def _replicates_said(config: SearchConfig, space: Space) -> str:
     """How many replicates of what: '3 replicates of each configuration'."""
     replicates = f"{space.replicates} replicate{'s' if space.replicates > 1 else ''}"
     if space.randoms:
-        draws = samples_to_draw(args, space)
+        draws = samples_to_draw(config, space)
         return f"{draws} draw{'s' if draws > 1 else ''} of the random keys, {replicates} of each"
     return f"{replicates} of each configuration"
 
@@ -489,21 +502,21 @@ def _import_keras_quietly() -> None:
         tf.config.list_physical_devices()
 
 
-def _load_data(args: argparse.Namespace) -> datasets.SearchData:
-    arrays = datasets.load_arrays(args.dataset, args.data_dir, seed=args.seed)
+def _load_data(config: SearchConfig) -> datasets.SearchData:
+    arrays = datasets.load_arrays(config.dataset, config.data_dir, seed=config.seed)
     search_data = datasets.split(
         arrays,
-        args.dataset,
-        val_fraction=args.val_fraction,
-        train_subset=args.train_subset,
-        seed=args.seed,
+        config.dataset,
+        val_fraction=config.val_fraction,
+        train_subset=config.train_subset,
+        seed=config.seed,
     )
     print(f"tune_mnist: {search_data.summary}", flush=True)
     return search_data
 
 
 def _manifest(
-    args: argparse.Namespace,
+    config: SearchConfig,
     space: Space,
     search_data: datasets.SearchData,
     argv: list[str],
@@ -511,19 +524,21 @@ def _manifest(
 ) -> dict[str, Any]:
     """What the run was made from: command, arguments, space, data, environment, versions."""
     # A resumed older run stays without the mark: its pairs are still seeded the old way.
-    mark = MANIFEST_MARK if args.independent_replicates else {}
+    mark = MANIFEST_MARK if config.independent_replicates else {}
     return {
         **mark,
         "command": argv,
-        "args": vars(args),
+        "args": config.to_manifest(),
         "space": space.to_dict(),
         # The name of a built-in space (its YAML is the installed tune_mnist version's), or the
         # absolute path of the file.
         "space_source": (
-            f"built-in:{args.space}" if is_builtin(args.space) else str(Path(args.space).resolve())
+            f"built-in:{config.space}"
+            if is_builtin(config.space)
+            else str(Path(config.space).resolve())
         ),
         "dataset": {
-            "name": args.dataset,
+            "name": config.dataset,
             "source": search_data.source,
             "train": len(search_data.x_train),
             "validation": len(search_data.x_val),
@@ -536,27 +551,18 @@ def _manifest(
     }
 
 
-def _exit_status(trials: Any, run_dir: str, pairs: int) -> int:
-    """130 with the resume command when trials are unfinished, 3 when some failed, else 0.
+def _unfinished(trials: Any, pairs: int) -> int:
+    """The pairs of ``pairs`` that did not end (TERMINATED, ERROR or stopped by design).
 
     A model-based searcher proposes a pair only when there is room to run it, so an interrupted
     search has pairs that were never created: they count as unfinished too.
     """
     created = trials.drop_duplicates("pair_id")
-    unfinished = created["status"].isin(UNFINISHED).sum() + max(0, pairs - len(created))
-    if unfinished:
-        storage, name = split(run_dir)
-        print(
-            f"Interrupted: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
-            f"--resume --storage-path {storage} --name {name}",
-            flush=True,
-        )
-        return EXIT_INTERRUPTED
-    return EXIT_PARTIAL if trials["status"].isin(["ERROR", UNREADABLE]).any() else 0
+    return int(created["status"].isin(UNFINISHED).sum() + max(0, pairs - len(created)))
 
 
 def _tune(
-    args: argparse.Namespace,
+    config: SearchConfig,
     space: Space,
     search_data: datasets.SearchData,
     storage: str,
@@ -582,37 +588,37 @@ def _tune(
     # Tune's automatic JSON, CSV and TensorBoard loggers keep every trial in the driver
     # (ray-project/ray#64231); TrialLog writes the files the results read, and forgets.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    _init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose)
+    _init_ray(config.address, dashboard=config.dashboard, verbose=config.verbose)
     settings = TrialSettings(
-        max_epochs=args.max_epochs,
-        patience=args.patience,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        run_seed=args.seed,
-        independent_replicates=args.independent_replicates,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        cpus_per_trial=config.cpus_per_trial,
+        gpus_per_trial=config.gpus_per_trial,
+        run_seed=config.seed,
+        independent_replicates=config.independent_replicates,
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
-        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
-    verbose, callbacks = _console_output(args, space)
+    verbose, callbacks = _console_output(config, space)
     callbacks += [TrialLog(), *extra_callbacks]
-    rounds = _until_decided(args, space, join(storage, name))
+    rounds = _until_decided(config, space, join(storage, name))
     callbacks += [rounds] if rounds else []
     stopper = DecisionStopper(join(storage, name)) if rounds else None
-    local = not (args.address or os.environ.get("RAY_ADDRESS"))
-    if args.search_alg != "random" or local:
+    local = not (config.address or os.environ.get("RAY_ADDRESS"))
+    if config.search_alg != "random" or local:
         # As many trials pending (each with a placement group requested) as can run at once.
         # Tune keeps one pending at a time for any searcher but its own random/grid one: with room
         # for N pairs at once, the other N - 1 would start one after another. For random/grid it
         # keeps at least 200, so that an autoscaling cluster grows fast (ray-project/ray#43455,
         # which notes that many pending placement groups slow actor scheduling): a local Ray never
         # grows, and with 200 the driver polls 200 placement groups in every step of its loop.
-        concurrency = args.max_concurrent or int(
-            ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial
+        concurrency = config.max_concurrent or int(
+            ray.cluster_resources().get("CPU", 1) // config.cpus_per_trial
         )
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, concurrency)))
-    if args.resume and tune.Tuner.can_restore(join(storage, name)):
+    if config.resume and tune.Tuner.can_restore(join(storage, name)):
         tuner = tune.Tuner.restore(
             join(storage, name), trainable, resume_unfinished=True, resume_errored=True
         )
@@ -623,17 +629,17 @@ def _tune(
             run_config = tuner._local_tuner.get_run_config()
             run_config.verbose, run_config.callbacks = verbose, callbacks
             run_config.stop = stopper or run_config.stop
-        with _tune_output(args.verbose):
+        with _tune_output(config.verbose):
             tuner.fit()
         return
     search_alg, param_space, per_sample = make_search_alg(
-        args.search_alg,
+        config.search_alg,
         space,
         metric=METRIC,
         mode=MODE,
-        seed=args.seed,
-        max_epochs=args.max_epochs,
-        max_concurrent=args.max_concurrent,
+        seed=config.seed,
+        max_epochs=config.max_epochs,
+        max_concurrent=config.max_concurrent,
     )
     tuner = tune.Tuner(
         trainable,
@@ -642,21 +648,21 @@ def _tune(
             metric=METRIC,
             mode=MODE,
             scheduler=make_scheduler(
-                args.scheduler,
-                max_epochs=args.max_epochs,
-                grace_period=args.grace_period,
-                reduction_factor=args.reduction_factor,
+                config.scheduler,
+                max_epochs=config.max_epochs,
+                grace_period=config.grace_period,
+                reduction_factor=config.reduction_factor,
                 worker_limits=(
-                    WorkerLimits(args.worker_max_trials, args.worker_max_rss_mib)
-                    if args.reuse_workers
+                    WorkerLimits(config.worker_max_trials, config.worker_max_rss_mib)
+                    if config.reuse_workers
                     else None
                 ),
             ),
             search_alg=search_alg,
-            num_samples=samples_to_draw(args, space) * per_sample,
+            num_samples=samples_to_draw(config, space) * per_sample,
             # On by default: a reused worker saves ~4 s per trial; the scheduler's WorkerLimits
             # replace it before what model.fit leaks per trained model adds up.
-            reuse_actors=args.reuse_workers,
+            reuse_actors=config.reuse_workers,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -668,28 +674,28 @@ def _tune(
             # Two are kept, not one: with num_to_keep=1 Tune snapshots the whole experiment state
             # after every trial checkpoint, a cost that grows with the number of trials.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
             stop=stopper,
             verbose=verbose,
             callbacks=callbacks,
         ),
     )
-    with _tune_output(args.verbose):
+    with _tune_output(config.verbose):
         tuner.fit()
 
 
-def _until_decided(args: argparse.Namespace, space: Space, run_dir: str) -> Any:
+def _until_decided(config: SearchConfig, space: Space, run_dir: str) -> Any:
     """The rounds' callback and stopper of an until-decided search; None for any other."""
-    if not args.until_decided:
+    if not config.until_decided:
         return None
     from tune_mnist.rounds import RoundSettings, UntilDecided
 
     cell_keys = tuple(key for key in space.grids if key != "seed")
     drawn = bool(space.randoms)
     settings = RoundSettings(
-        precision=args.precision,
-        max_rounds=args.max_replicates,
-        cells=space.grid_size // (1 if drawn else args.max_replicates),
+        precision=config.precision,
+        max_rounds=config.max_replicates,
+        cells=space.grid_size // (1 if drawn else config.max_replicates),
         cell_keys=cell_keys,
         drawn=drawn,
     )
@@ -697,26 +703,26 @@ def _until_decided(args: argparse.Namespace, space: Space, run_dir: str) -> Any:
     print(
         f"tune_mnist: until decided: rounds of {settings.cells} pair(s) ({what}), at most "
         f"{settings.max_rounds}; stops when the anytime-valid 95% interval of MixUp − plain "
-        f"excludes 0 or lies within ±{args.precision:g}",
+        f"excludes 0 or lies within ±{config.precision:g}",
         flush=True,
     )
     return UntilDecided(settings, run_dir)
 
 
-def _console_output(args: argparse.Namespace, space: Space) -> tuple[int, list[Any]]:
+def _console_output(config: SearchConfig, space: Space) -> tuple[int, list[Any]]:
     """Tune's `verbose` and callbacks: our one line per pair, or Tune's own output (--verbose).
 
     --verbose: Tune's status table and a box per finished trial (1: not every epoch's result).
     """
-    if args.verbose:
+    if config.verbose:
         return 1, []
     from tune_mnist.progress import PairProgress
 
     progress = PairProgress(
-        pairs_total=space.num_trials(samples_to_draw(args, space)),
-        max_epochs=args.max_epochs,
+        pairs_total=space.num_trials(samples_to_draw(config, space)),
+        max_epochs=config.max_epochs,
         varying=[*space.grids, *space.randoms],
-        upper_bound=args.scheduler == "asha" or args.patience is not None,
+        upper_bound=config.scheduler == "asha" or config.patience is not None,
     )
     return 0, [progress]
 
