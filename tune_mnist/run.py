@@ -4,9 +4,10 @@ Also `tune-mnist run` (tune_mnist/cli.py), and `python run.py` on a copy of this
 `ray submit` runs it on a cluster's head: the imports are absolute and the default space is
 package data, so the installed package is all it needs.
 
-Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
-ran but some trials failed, 4 when --storage-path stopped taking writes during the search, 130 when
-it was interrupted (Ctrl-C) and can be resumed.
+Exit status: 0 when every trial finished, 2 for bad input (before any training, or no trial could
+start within --pending-timeout), 3 when the search ran but some trials failed, 4 when
+--storage-path stopped taking writes during the search, 5 when --time-budget stopped it, 130 when
+it was interrupted (Ctrl-C); after 4, 5 and 130 it can be resumed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from tune_mnist.tuning import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_STORAGE,
+    EXIT_TIME_BUDGET,
+    PENDING_TIMEOUT_S,
+    RETRY_DELAY_S,
     SCHEDULER_ALIASES,
     SCHEDULERS,
     WORKER_MAX_RSS_MIB,
@@ -78,11 +82,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog=(
             "Exit status: 0 every pair finished; "
-            f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training); "
+            f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training), or no trial "
+            "could start within --pending-timeout; "
             f"{EXIT_PARTIAL} the search ran but some pairs failed (ERROR, listed with their "
             f"error); {EXIT_STORAGE} --storage-path stopped taking writes during the search; "
-            f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, and "
-            f"{EXIT_INTERRUPTED} during the search, the last line is the command that resumes it."
+            f"{EXIT_TIME_BUDGET} --time-budget ran out (a time stop, never a decision); "
+            f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, {EXIT_TIME_BUDGET}, "
+            f"and {EXIT_INTERRUPTED} during the search, the last line is the command that resumes "
+            "it."
         ),
         allow_abbrev=False,  # `--num-sample 3` is a typo, not --num-samples
     )
@@ -227,8 +234,46 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=int,
         default=2,
         help=(
-            "retries of a failed trial from its last checkpoint before it ends as ERROR "
-            "(-1: unlimited)"
+            "retries of a failed trial from its last checkpoint before it ends as ERROR; -1 "
+            "(unlimited) is refused: a trial that always fails would retry forever"
+        ),
+    )
+    res.add_argument(
+        "--retry-delay",
+        type=_non_negative_float,
+        default=RETRY_DELAY_S,
+        metavar="S",
+        help=(
+            "a failed trial's first retry starts S seconds later, each further one twice as late, "
+            "at most 300 s: a storage outage of a minute does not use up the retries (0: at once)"
+        ),
+    )
+    res.add_argument(
+        "--trial-timeout",
+        type=_positive_float,
+        metavar="S",
+        help=(
+            "a trial that reports no epoch for S seconds (a hung process) is stopped, counted as "
+            "failed and retried like any failure (default: no limit)"
+        ),
+    )
+    res.add_argument(
+        "--pending-timeout",
+        type=_positive_float,
+        default=PENDING_TIMEOUT_S,
+        metavar="S",
+        help=(
+            "with --address: stop (exit 2) when no trial could start for S seconds, as none fits "
+            "a node and the cluster added none (a local Ray refuses such a request at once)"
+        ),
+    )
+    res.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="S",
+        help=(
+            "stop the search cleanly after S seconds (of this command: a resumed run gets its "
+            "own) and write what finished; --resume continues it (default: no limit)"
         ),
     )
     res.add_argument(
@@ -356,8 +401,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {e}") from None
     if not (args.reduction_factor > 1 and math.isfinite(args.reduction_factor)):
         raise UsageError(f"--reduction-factor must be a number > 1, got {args.reduction_factor}")
-    if args.max_failures < -1:
-        raise UsageError(f"--max-failures must be -1 (unlimited) or >= 0, got {args.max_failures}")
+    if args.max_failures == -1:
+        raise UsageError(
+            "--max-failures -1 (unlimited) is refused: a trial that always fails would retry "
+            "forever; give a number of retries (default 2)"
+        )
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
     for option, value in vars(args).items():

@@ -38,7 +38,14 @@ from tune_mnist.storage import (
     write_object,
 )
 
-EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_TIME_BUDGET, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
+# --retry-delay, --pending-timeout: the defaults. 30 s doubling waits 30 + 60 s before the third
+# attempt (--max-failures 2): longer than a one-minute storage outage. 600 s is about what a cloud
+# autoscaler takes to start a GPU node.
+RETRY_DELAY_S = 30.0
+PENDING_TIMEOUT_S = 600.0
+# --max-failures -1 ("unlimited") is refused; a run that recorded it resumes with this many.
+RESUMED_UNLIMITED_FAILURES = 10
 # A reused worker's bounds (--worker-max-trials, --worker-max-rss-mib). A worker's RSS grows with
 # every pair it trains, even after clear_session and gc (model.fit's leak in a loop,
 # keras-team/keras#17458): 120 MiB per pair of num_conv=2 models on mnist_sample
@@ -285,6 +292,11 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
         "verbose": args.verbose,
         "report": args.report,
         "mlflow": args.mlflow,
+        # How long to wait for what, in this invocation: a resumed run gets its own budget.
+        "time_budget": getattr(args, "time_budget", None),
+        "trial_timeout": getattr(args, "trial_timeout", None),
+        "pending_timeout": getattr(args, "pending_timeout", PENDING_TIMEOUT_S),
+        "retry_delay": getattr(args, "retry_delay", RETRY_DELAY_S),
     }
     resumed = {
         **RESUME_DEFAULTS,
@@ -295,6 +307,8 @@ def _resume_args(run_dir: str, args: argparse.Namespace) -> argparse.Namespace:
     }
     if resumed.get("scheduler") in SCHEDULER_ALIASES:  # a run made before the rename
         resumed["scheduler"] = SCHEDULER_ALIASES[resumed["scheduler"]]
+    if resumed["max_failures"] < 0:  # a run made while -1 meant unlimited
+        resumed["max_failures"] = RESUMED_UNLIMITED_FAILURES
     return argparse.Namespace(**resumed)
 
 
@@ -399,6 +413,7 @@ def _run_locked(
     args: argparse.Namespace, space: Space, run_dir: str, *, argv: list[str], started: float
 ) -> int:
     search_data = _load_data(args)
+    _start_ray(args)
     print(
         f"tune_mnist: {space.num_trials(samples_to_draw(args, space))} pairs from {args.space} "
         f"({_replicates_said(args, space)}; each trains a plain and a MixUp model), up to "
@@ -432,7 +447,32 @@ def _run_locked(
     print(f"\nResults: {run_dir}", flush=True)
     pairs = space.num_trials(samples_to_draw(args, space))
     needed, pairs = results.needed_pairs(tables.trials, run_dir, pairs)
-    return _exit_status(needed, run_dir, pairs)
+    return _exit_status(needed, run_dir, pairs, args)
+
+
+def _start_ray(args: argparse.Namespace) -> None:
+    """Start or join Ray, and refuse (exit 2) a trial request no node can meet, before training.
+
+    A local Ray is all the cluster there is. A cluster joined with --address may be one that adds
+    nodes when asked (an autoscaler), so there the search waits, at most --pending-timeout
+    seconds with no trial running (waits.PendingTimeout).
+    """
+    import ray
+
+    from tune_mnist.waits import unmet_request
+
+    _init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose)
+    request = {"CPU": float(args.cpus_per_trial), "GPU": float(args.gpus_per_trial)}
+    unmet = unmet_request(request, ray.nodes())
+    if unmet is None:
+        return
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {unmet}")
+    print(
+        f"tune_mnist: {unmet} yet; waiting up to {args.pending_timeout:g} s "
+        "(--pending-timeout) for the cluster to add one",
+        flush=True,
+    )
 
 
 def _replicates_said(args: argparse.Namespace, space: Space) -> str:
@@ -527,22 +567,30 @@ def _manifest(
     }
 
 
-def _exit_status(trials: Any, run_dir: str, pairs: int) -> int:
-    """130 with the resume command when trials are unfinished, 3 when some failed, else 0.
+def _exit_status(trials: Any, run_dir: str, pairs: int, args: argparse.Namespace) -> int:
+    """130 (5 after --time-budget) with the resume command when trials are unfinished, 3 when some
+    failed, else 0.
 
     A model-based searcher proposes a pair only when there is room to run it, so an interrupted
     search has pairs that were never created: they count as unfinished too.
     """
+    from tune_mnist.waits import stop_reason
+
     created = trials.drop_duplicates("pair_id")
     unfinished = created["status"].isin(UNFINISHED).sum() + max(0, pairs - len(created))
     if unfinished:
         storage, name = split(run_dir)
+        timed_out = stop_reason(run_dir) == "time"
+        budget = getattr(args, "time_budget", None)
+        what = f"Stopped at --time-budget {budget:g} s" if timed_out else "Interrupted"
+        if timed_out and args.until_decided:
+            what += " (a time stop, not a decision)"
         print(
-            f"Interrupted: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
+            f"{what}: {unfinished} pairs unfinished. Resume with: python -m tune_mnist.run "
             f"--resume --storage-path {storage} --name {name}",
             flush=True,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TIME_BUDGET if timed_out else EXIT_INTERRUPTED
     return EXIT_PARTIAL if trials["status"].eq("ERROR").any() else 0
 
 
@@ -581,6 +629,8 @@ def _tune(
         gpus_per_trial=args.gpus_per_trial,
         run_seed=args.seed,
         independent_replicates=args.independent_replicates,
+        trial_timeout_s=getattr(args, "trial_timeout", None),
+        retry_delay_s=getattr(args, "retry_delay", RETRY_DELAY_S),
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
@@ -590,6 +640,7 @@ def _tune(
     callbacks += [TrialLog(), *extra_callbacks]
     rounds = _until_decided(args, space, join(storage, name))
     callbacks += [rounds] if rounds else []
+    callbacks += _waits(args, join(storage, name))
     stopper = DecisionStopper(join(storage, name)) if rounds else None
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.search_alg != "random" or local:
@@ -616,6 +667,7 @@ def _tune(
             run_config.stop = stopper or run_config.stop
         with _tune_output(args.verbose):
             tuner.fit()
+        _check_started(args, join(storage, name))
         return
     search_alg, param_space, per_sample = make_search_alg(
         args.search_alg,
@@ -667,6 +719,45 @@ def _tune(
     )
     with _tune_output(args.verbose):
         tuner.fit()
+    _check_started(args, join(storage, name))
+
+
+def _waits(args: argparse.Namespace, run_dir: str) -> list[Any]:
+    """The callbacks that bound this search's waits: --time-budget, --pending-timeout."""
+    from tune_mnist.waits import PendingTimeout, TimeBudget
+
+    pending = PendingTimeout(getattr(args, "pending_timeout", PENDING_TIMEOUT_S), run_dir)
+    budget = getattr(args, "time_budget", None)
+    return [pending, *([TimeBudget(budget, run_dir)] if budget else [])]
+
+
+def _check_started(args: argparse.Namespace, run_dir: str) -> None:
+    """A search stopped because no trial could start: one line, exit 2 (the request is the input
+    the cluster cannot serve); the run continues with --resume once the cluster can."""
+    from tune_mnist.waits import stop_reason
+
+    if stop_reason(run_dir) != "pending":
+        return
+    import ray
+
+    from tune_mnist.waits import unmet_request
+
+    request = {"CPU": float(args.cpus_per_trial), "GPU": float(args.gpus_per_trial)}
+    unmet = unmet_request(request, ray.nodes()) or (
+        f"each trial asks for {args.cpus_per_trial:g} CPU and {args.gpus_per_trial:g} GPU, and "
+        f"none were free (the cluster has {_shown(ray.cluster_resources())})"
+    )
+    storage, name = split(run_dir)
+    raise UsageError(
+        f"--pending-timeout {args.pending_timeout:g}: no trial could start for that long: "
+        f"{unmet}; once the cluster can run one, continue with: python -m tune_mnist.run "
+        f"--resume --storage-path {storage} --name {name}"
+    )
+
+
+def _shown(resources: dict[str, float]) -> str:
+    """'4 CPU, 1 GPU': the resources a trial can ask for."""
+    return f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
 
 
 def _until_decided(args: argparse.Namespace, space: Space, run_dir: str) -> Any:
