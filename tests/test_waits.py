@@ -4,8 +4,10 @@ search's time budget and a cluster where no trial can start. The end-to-end test
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -158,7 +160,7 @@ def test_a_hung_trial_is_stopped_by_trial_timeout_retried_after_a_delay_and_ends
     assert result.returncode == 3, search_failed(result)
     assert time.monotonic() - started < 400
     trials = pd.read_parquet(tmp_path / "runs" / "hung" / "trials.parquet")
-    status = trials.groupby("config/seed")["status"].agg(set).to_dict()
+    status = {seed: set(group) for seed, group in trials.groupby("config/seed")["status"]}
     assert status == {0: {"TERMINATED"}, 1: {"ERROR"}}, status
     assert set(trials.loc[trials["config/seed"] == 1, "epochs_run"]) == {1}
     stopped = re.findall(rf"no epoch reported for {timeout} s \(--trial-timeout\); ending its "
@@ -190,7 +192,7 @@ def test_time_budget_stops_cleanly_and_resume_finishes(tmp_path):
         f"tune_mnist.run --resume --storage-path {tmp_path / 'runs'} --name budget"
     ), last
     stopped = pd.read_parquet(run_dir / "trials.parquet")
-    status = stopped.groupby("config/seed")["status"].agg(set).to_dict()
+    status = {seed: set(group) for seed, group in stopped.groupby("config/seed")["status"]}
     assert status[0] == {"TERMINATED"} and status[1] <= {"RUNNING", "PENDING"}, status
     epochs_of_seed_0 = pd.read_parquet(run_dir / "epochs.parquet")
     epochs_of_seed_0 = epochs_of_seed_0[epochs_of_seed_0["trial_id"].str.startswith(
@@ -207,3 +209,54 @@ def test_time_budget_stops_cleanly_and_resume_finishes(tmp_path):
         again[["trial_id", "epoch", "val_acc"]].reset_index(drop=True),
         epochs_of_seed_0[["trial_id", "epoch", "val_acc"]].reset_index(drop=True),
     )
+
+
+@pytest.mark.slow
+def test_on_a_cluster_no_trial_fits_the_search_ends_after_pending_timeout(tmp_path, drivers):
+    """Rule: with --address, a request the cluster's nodes cannot meet (it may add nodes) waits
+    --pending-timeout seconds with no trial running, then exits 2 with one line that names the
+    request, what the cluster has, and the command that continues the run."""
+    import socket
+
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp_dir = tempfile.mkdtemp(prefix="rw", dir="/tmp")  # short: Ray's socket paths are limited
+    head_log = open(tmp_path / "head.txt", "w")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+         "--num-cpus=1", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}", "--block"],
+        stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        argv = [*_tiny(tmp_path, "pending"), "--address", f"127.0.0.1:{port}"]
+        started = time.monotonic()
+        driver = drivers(
+            [*argv, "--cpus-per-trial", "2", "--pending-timeout", "15"], tmp_path / "log.txt"
+        )
+        status = driver.wait(300)
+        output = driver.output()
+        assert status == 2, output[-3000:]
+        assert time.monotonic() - started < 200
+        assert "each trial asks for 2 CPU; no node has that (the cluster has 1 node: 1 CPU, " in (
+            output
+        )
+        assert "waiting up to 15 s (--pending-timeout)" in output, output[-3000:]
+        (last,) = [line for line in output.splitlines() if line.startswith("error: ")]
+        assert last.startswith(
+            "error: --pending-timeout 15: no trial could start for that long: each trial asks "
+            "for 2 CPU; no node has that"
+        ) and last.endswith(f"--resume --storage-path {tmp_path / 'runs'} --name pending"), last
+    finally:
+        for proc in psutil.process_iter():  # the head's session: its GCS, raylet and workers
+            try:
+                if os.getsid(proc.pid) == head.pid:
+                    proc.kill()
+            except (OSError, psutil.Error):
+                continue
+        head.wait(timeout=30)
+        head_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
