@@ -232,10 +232,17 @@ def test_on_a_cluster_no_trial_fits_the_search_ends_after_pending_timeout(tmp_pa
         stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in (tmp_path / "head.txt").read_text():
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(0.5)
         argv = [*_tiny(tmp_path, "pending"), "--address", f"127.0.0.1:{port}"]
         started = time.monotonic()
+        # The head turned token authentication on; a driver that joins must say it uses it.
         driver = drivers(
-            [*argv, "--cpus-per-trial", "2", "--pending-timeout", "15"], tmp_path / "log.txt"
+            [*argv, "--cpus-per-trial", "2", "--pending-timeout", "15"],
+            tmp_path / "log.txt",
+            env={"RAY_AUTH_MODE": "token"},
         )
         status = driver.wait(300)
         output = driver.output()
