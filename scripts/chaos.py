@@ -263,7 +263,8 @@ def run(settings: Settings) -> tuple[dict[str, bool], dict]:
         search = [
             "--address", "auto", "--dataset", "mnist_sample", "--space", str(state / "space.yaml"),
             "--train-subset", str(settings.train_subset), "--max-epochs", str(settings.max_epochs),
-            "--max-failures", "-1",
+            # Every kill costs the pair one attempt; 2 s doubling rides out the S3 outage in 5.
+            "--max-failures", "20", "--retry-delay", "2",
         ]  # fmt: skip
         started = time.monotonic()
         quiet = ["--storage-path", str(state / "runs"), "--name", "quiet"]

@@ -117,7 +117,7 @@ def test_help_lists_every_exit_status(command, capsys, monkeypatch):
 
     statuses = {
         "run": (0, tuning.EXIT_BAD_INPUT, tuning.EXIT_PARTIAL, tuning.EXIT_STORAGE,
-                tuning.EXIT_INTERRUPTED),
+                tuning.EXIT_TIME_BUDGET, tuning.EXIT_INTERRUPTED),
         "results": (0, results.EXIT_BAD_INPUT, results.EXIT_PARTIAL, results.EXIT_INTERRUPTED),
     }[command]  # fmt: skip
     text = _help(command, capsys, monkeypatch)

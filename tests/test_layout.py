@@ -13,7 +13,7 @@ LOWER = {
     *("files", "storage", "metrics", "checkpoint", "resources", "space", "data", "layers"),
     *("replicates", "estimates", "sequential", "run_lock"),
 }
-RAY_SIDE = {"run", "tuning", "trainable", "schedulers", "searchers", "rounds"}
+RAY_SIDE = {"run", "tuning", "trainable", "schedulers", "searchers", "rounds", "waits"}
 
 
 def imports_of(module: Path) -> set[str]:

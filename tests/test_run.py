@@ -76,6 +76,8 @@ def test_help_explains_every_option():
         ("num_conv: 2\n", ["--resume", "--name", "never-ran"], "no run at"),
         ("num_conv: {grid: [1, 2]}\n", ["--search-alg", "tpe"], "no random key"),
         ("num_conv: 2\n", ["--search-alg", "bayes"], "--search-alg"),
+        ("num_conv: 2\n", ["--max-failures", "-1"], "--max-failures -1 (unlimited) is refused"),
+        ("num_conv: 2\n", ["--trial-timeout", "0"], "--trial-timeout"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, space_text, args, message, monkeypatch):
@@ -276,6 +278,10 @@ FLAGS = [
     "--cpus-per-trial",
     "--gpus-per-trial",
     "--max-failures",
+    "--retry-delay",
+    "--trial-timeout",
+    "--pending-timeout",
+    "--time-budget",
     "--max-concurrent",
     "--name",
     "--resume",

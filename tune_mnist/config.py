@@ -42,6 +42,13 @@ SEARCH_ALGS = ("random", "tpe")
 # models sooner.
 WORKER_MAX_TRIALS = 10
 WORKER_MAX_RSS_MIB = 3072.0
+# --retry-delay, --pending-timeout: the defaults. 30 s doubling waits 30 + 60 s before the third
+# attempt (--max-failures 2): longer than a one-minute storage outage. 600 s is about what a cloud
+# autoscaler takes to start a GPU node.
+RETRY_DELAY_S = 30.0
+PENDING_TIMEOUT_S = 600.0
+# --max-failures -1 ("unlimited") is refused; a run that recorded it resumes with this many.
+RESUMED_UNLIMITED_FAILURES = 10
 # A manifest written before an option existed gets the option's default when resumed: a new option
 # must default to what runs did before it. Where the default changed later, the old behaviour is
 # here. reuse_workers: runs made before workers were reused by default resume as they started,
@@ -62,7 +69,9 @@ POSITIVE_INTEGERS = (
     "worker_max_trials",
     "max_concurrent",
 )
-POSITIVE_NUMBERS = ("precision", "worker_max_rss_mib")
+POSITIVE_NUMBERS = ("precision", "worker_max_rss_mib", "pending_timeout")
+# Options whose values, when given, must be positive numbers (None: no limit).
+OPTIONAL_POSITIVE_NUMBERS = ("trial_timeout", "time_budget")
 # Fields that are not options: what a resumed run's manifest says about how its pairs are seeded.
 NOT_OPTIONS = ("independent_replicates",)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -109,6 +118,10 @@ class SearchConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    retry_delay: float = RETRY_DELAY_S
+    trial_timeout: float | None = None
+    pending_timeout: float = PENDING_TIMEOUT_S
+    time_budget: float | None = None
     reuse_workers: bool = True
     worker_max_trials: int = WORKER_MAX_TRIALS
     worker_max_rss_mib: float = WORKER_MAX_RSS_MIB
@@ -144,6 +157,8 @@ class SearchConfig:
         and options since removed (ignored)."""
         known = {f.name for f in fields(cls)}
         recorded = {k: v for k, v in {**RESUME_DEFAULTS, **args}.items() if k in known}
+        if recorded.get("max_failures", 0) < 0:  # a run made while -1 meant unlimited
+            recorded["max_failures"] = RESUMED_UNLIMITED_FAILURES
         for name, renamed in RENAMED_VALUES.items():
             if recorded.get(name) in renamed:
                 recorded[name] = renamed[recorded[name]]
@@ -212,6 +227,12 @@ def _check_values(config: SearchConfig) -> None:
         value = getattr(config, name)
         if not (value > 0 and math.isfinite(value)):
             raise UsageError(f"{_said(name)} must be a number > 0, got {value}")
+    for name in OPTIONAL_POSITIVE_NUMBERS:
+        value = getattr(config, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{_said(name)} must be a number > 0, got {value}")
+    if not (config.retry_delay >= 0 and math.isfinite(config.retry_delay)):
+        raise UsageError(f"{_said('retry_delay')} must be a number >= 0, got {config.retry_delay}")
     choices = {"dataset": DATASETS, "search_alg": SEARCH_ALGS, "scheduler": SCHEDULERS}
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
@@ -238,10 +259,13 @@ def _check_rules(config: SearchConfig) -> None:
         raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {e}") from None
     if not (config.reduction_factor > 1 and math.isfinite(config.reduction_factor)):
         raise UsageError(f"--reduction-factor must be a number > 1, got {config.reduction_factor}")
-    if config.max_failures < -1:
+    if config.max_failures == -1:
         raise UsageError(
-            f"--max-failures must be -1 (unlimited) or >= 0, got {config.max_failures}"
+            "--max-failures -1 (unlimited) is refused: a trial that always fails would retry "
+            "forever; give a number of retries (default 2)"
         )
+    if config.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {config.max_failures}")
     if not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be from 0 to 2**32 - 1, got {config.seed}")
     if config.resume and not config.name:

@@ -7,9 +7,10 @@ package data, so the installed package is all it needs.
 The command line is a thin layer over `tune_mnist.search`: its options are the fields of
 `tune_mnist.config.SearchConfig`, and the outcome of the search becomes the exit status.
 
-Exit status: 0 when every trial finished, 2 for bad input (before any training), 3 when the search
-ran but some trials failed, 4 when --storage-path stopped taking writes during the search, 130 when
-it was interrupted (Ctrl-C) and can be resumed.
+Exit status: 0 when every trial finished, 2 for bad input (before any training, or no trial could
+start within --pending-timeout), 3 when the search ran but some trials failed, 4 when
+--storage-path stopped taking writes during the search, 5 when --time-budget stopped it, 130 when
+it was interrupted (Ctrl-C); after 4, 5 and 130 it can be resumed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 
 import tune_mnist
 from tune_mnist.config import (
+    PENDING_TIMEOUT_S,
+    RETRY_DELAY_S,
     SCHEDULER_ALIASES,
     SCHEDULERS,
     SEARCH_ALGS,
@@ -37,6 +40,7 @@ from tune_mnist.tuning import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
     EXIT_STORAGE,
+    EXIT_TIME_BUDGET,
     SearchInterrupted,
     StorageError,
     has_failed_pairs,
@@ -85,12 +89,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog=(
             "Exit status: 0 every pair finished; "
-            f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training); "
+            f"{EXIT_BAD_INPUT} bad input (one line on stderr, before any training), or no trial "
+            "could start within --pending-timeout; "
             f"{EXIT_PARTIAL} the search ran but some pairs failed (ERROR, listed with their "
             "error) or their files cannot be read (UNREADABLE, one line each on stderr); "
             f"{EXIT_STORAGE} --storage-path stopped taking writes during the search; "
-            f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, and "
-            f"{EXIT_INTERRUPTED} during the search, the last line is the command that resumes it."
+            f"{EXIT_TIME_BUDGET} --time-budget ran out (a time stop, never a decision); "
+            f"{EXIT_INTERRUPTED} interrupted (Ctrl-C). After {EXIT_STORAGE}, {EXIT_TIME_BUDGET}, "
+            f"and {EXIT_INTERRUPTED} during the search, the last line is the command that resumes "
+            "it."
         ),
         allow_abbrev=False,  # `--num-sample 3` is a typo, not --num-samples
     )
@@ -239,8 +246,46 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=int,
         default=2,
         help=(
-            "retries of a failed trial from its last checkpoint before it ends as ERROR "
-            "(-1: unlimited)"
+            "retries of a failed trial from its last checkpoint before it ends as ERROR; -1 "
+            "(unlimited) is refused: a trial that always fails would retry forever"
+        ),
+    )
+    res.add_argument(
+        "--retry-delay",
+        type=_non_negative_float,
+        default=RETRY_DELAY_S,
+        metavar="S",
+        help=(
+            "a failed trial's first retry starts S seconds later, each further one twice as late, "
+            "at most 300 s: a storage outage of a minute does not use up the retries (0: at once)"
+        ),
+    )
+    res.add_argument(
+        "--trial-timeout",
+        type=_positive_float,
+        metavar="S",
+        help=(
+            "a trial that reports no epoch for S seconds (a hung process) is stopped, counted as "
+            "failed and retried like any failure (default: no limit)"
+        ),
+    )
+    res.add_argument(
+        "--pending-timeout",
+        type=_positive_float,
+        default=PENDING_TIMEOUT_S,
+        metavar="S",
+        help=(
+            "with --address: stop (exit 2) when no trial could start for S seconds, as none fits "
+            "a node and the cluster added none (a local Ray refuses such a request at once)"
+        ),
+    )
+    res.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="S",
+        help=(
+            "stop the search cleanly after S seconds (of this command: a resumed run gets its "
+            "own) and write what finished; --resume continues it (default: no limit)"
         ),
     )
     res.add_argument(
@@ -374,11 +419,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return EXIT_STORAGE
     except SearchInterrupted as e:
+        what = f"Stopped at {e.stopped_by}" if e.stopped_by else "Interrupted"
         print(
-            f"Interrupted: {e.unfinished} pairs unfinished. Resume with: {e.resume_command}",
-            flush=True,
+            f"{what}: {e.unfinished} pairs unfinished. Resume with: {e.resume_command}", flush=True
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TIME_BUDGET if e.stopped_by else EXIT_INTERRUPTED
     except KeyboardInterrupt:
         # Ctrl-C before the search started (Tune handles it once trials run): nothing to resume.
         print("interrupted before the search started", file=sys.stderr)

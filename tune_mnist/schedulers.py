@@ -72,6 +72,20 @@ class _RetiresWorkers(TrialScheduler):
             if started is not None and actor is not None:
                 started.discard(actor)
 
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        """Have the experiment state record the failure of a trial whose process died.
+
+        Tune 2.60 sets such a trial ERROR (or PENDING for its retry) but snapshots it only when its
+        actor is still tracked (tune_controller._schedule_trial_stop), and the actor of a process
+        that died (--trial-timeout's watchdog, an out-of-memory kill) is not: the saved state keeps
+        it RUNNING, the run ends "interrupted" instead of "failed", and --resume reruns it. Tune
+        calls this just before it sets the new status; the trial is then saved with it.
+        """
+        super().on_trial_error(tune_controller, trial)
+        mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)  # private: see above
+        if mark is not None:
+            mark(trial)
+
 
 class PairFIFO(_RetiresWorkers, FIFOScheduler):
     """Tune's FIFO scheduler: every trial runs to its end."""

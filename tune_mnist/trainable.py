@@ -64,8 +64,10 @@ PAIR_METRIC = "pair_val_acc"
 # every attempt of the trials whose config has KEY == VALUE raise; "nan:KEY=VALUE" gives their
 # MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's) at the start of every attempt, so
 # training really produces a NaN loss; "nan@E:KEY=VALUE" (or nan-plain@E) does so just before
-# epoch E, so the arm diverges after E - 1 good epochs. Used by tests/test_reliability.py to
-# exercise ERROR and DIVERGED end to end.
+# epoch E, so the arm diverges after E - 1 good epochs; "hang:KEY=VALUE" (or hang@E) makes the
+# trial's process sleep forever, alive, at the start of every attempt (or before epoch E). Used by
+# tests/test_reliability.py and tests/test_waits.py to exercise ERROR, DIVERGED and
+# --trial-timeout end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
 # "1" in the workers of a search without --verbose (search._init_ray): TensorFlow's C++ start-up
 # lines (oneDNN notice, CUDA probing on a machine without a GPU) are then not shown.
@@ -76,7 +78,7 @@ class InjectedFault(RuntimeError):
     """Raised by the testing hook FAULT_ENV."""
 
 
-FAULT_KINDS = ("error", "nan", "nan-plain")
+FAULT_KINDS = ("error", "nan", "nan-plain", "hang")
 
 
 def injected_faults(config: dict[str, Any]) -> dict[str, int | None]:
@@ -105,6 +107,11 @@ class TrialSettings:
     # False only for a resumed run made before pairs were independent replicates: its pairs keep
     # being seeded with the replicate number alone, so they continue exactly as they started.
     independent_replicates: bool = True
+    # --trial-timeout: a trial that reports no epoch for this many seconds has its process ended
+    # (waits.Watchdog) and is retried like any failure; None: no limit.
+    trial_timeout_s: float | None = None
+    # --retry-delay: a retried trial first waits this long, doubling per retry (waits.retry_delay).
+    retry_delay_s: float = 0.0
 
     def seed_of(self, config: dict[str, Any]) -> int:
         """The seed of the pair `config`: its initial weights, batches, MixUp draws, dropout."""
@@ -190,13 +197,47 @@ def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings
 
     # A reused worker must not keep the previous trial's graphs and models alive.
     keras.backend.clear_session()
+    _wait_before_retry(settings.retry_delay_s)
     try:
-        _train_pair(config, data, settings)
+        with _watchdog(settings.trial_timeout_s) as watchdog:
+            _train_pair(config, data, settings, watchdog)
     finally:
         keras.backend.clear_session()
 
 
-def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
+def _wait_before_retry(first_delay_s: float) -> None:
+    """Wait before a retry (`waits.retry_delay`): what failed the last attempt (a storage outage, a
+    node going away) gets time to pass, instead of every retry failing within seconds."""
+    from ray import tune
+
+    from tune_mnist.waits import attempt_number, retry_delay
+
+    context = tune.get_context()
+    attempt = attempt_number(context.get_trial_dir())
+    delay = retry_delay(attempt, first_delay_s)
+    if delay:
+        print(
+            f"tune_mnist: {context.get_trial_name()}: attempt {attempt} starts in {delay:g} s "
+            "(--retry-delay)",
+            flush=True,
+        )
+        time.sleep(delay)
+
+
+def _watchdog(timeout_s: float | None) -> AbstractContextManager[Any]:
+    """This trial's `waits.Watchdog` (None without --trial-timeout)."""
+    if timeout_s is None:
+        return nullcontext()
+    from ray import tune
+
+    from tune_mnist.waits import Watchdog
+
+    return Watchdog(timeout_s, tune.get_context().get_trial_name())
+
+
+def _train_pair(
+    config: dict[str, Any], data: SearchData, settings: TrialSettings, watchdog: Any = None
+) -> None:
     import ray
     from ray import tune
 
@@ -220,6 +261,8 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
             pair.save(Path(directory))
             # tune.report copies the checkpoint to storage before it returns.
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if watchdog is not None:
+            watchdog.beat()
         if pair.stopped(settings.patience):
             return
 
@@ -375,6 +418,8 @@ def _inject_faults(
     due = {kind for kind, at in faults.items() if at == epoch or (at is None and first_of_attempt)}
     if "error" in due:
         raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
+    while "hang" in due:  # alive and silent, as a process stuck in a call that never returns
+        time.sleep(3600)
     for arm, fault in (("mixup", "nan"), ("plain", "nan-plain")):
         if fault in due and models[arm] is not None:
             models[arm].set_weights([np.full_like(w, np.nan) for w in models[arm].get_weights()])

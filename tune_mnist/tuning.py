@@ -41,7 +41,7 @@ from tune_mnist.storage import (
     write_object,
 )
 
-EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_TIME_BUDGET, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 # The environment variables the manifest records (and with it MLflow, which logs the manifest):
 # those that change what a run computes or where it runs, by exact name. A prefix would let
 # through what a platform adds under it: RAY_JOB_HEADERS (HTTP headers with bearer tokens),
@@ -256,6 +256,11 @@ def _resume_config(run_dir: str, config: SearchConfig) -> SearchConfig:
         "verbose": config.verbose,
         "report": config.report,
         "mlflow": config.mlflow,
+        # How long to wait for what, in this invocation: a resumed run gets its own budget.
+        "time_budget": config.time_budget,
+        "trial_timeout": config.trial_timeout,
+        "pending_timeout": config.pending_timeout,
+        "retry_delay": config.retry_delay,
     }
     return SearchConfig.from_manifest(
         original, resume=True, **where, independent_replicates=independent
@@ -367,9 +372,11 @@ class SearchInterrupted(Exception):
     Its results so far were written, and are in ``tables``; ``resume_command`` continues it.
     """
 
-    def __init__(self, tables: results.Tables, unfinished: int) -> None:
+    def __init__(self, tables: results.Tables, unfinished: int, *, stopped_by: str = "") -> None:
         storage, name = split(tables.run_dir or "")
         self.tables, self.unfinished = tables, unfinished
+        # What stopped it, when not an interruption: "--time-budget 600 s" (never a decision).
+        self.stopped_by = stopped_by
         self.resume_command = (
             f"python -m tune_mnist.run --resume --storage-path {storage} --name {name}"
         )
@@ -405,7 +412,13 @@ def search(
     except run_lock.RunLockedError as e:  # a driver started between prepare's check and here
         raise UsageError(str(e)) from None
     if unfinished:
-        raise SearchInterrupted(tables, unfinished)
+        from tune_mnist.waits import stop_reason
+
+        stopped_by = ""
+        if stop_reason(run_dir) == "time":
+            stopped_by = f"--time-budget {config.time_budget:g} s"
+            stopped_by += " (a time stop, not a decision)" if config.until_decided else ""
+        raise SearchInterrupted(tables, unfinished, stopped_by=stopped_by)
     return tables
 
 
@@ -420,6 +433,7 @@ def _run_locked(
 ) -> tuple[results.Tables, int]:
     """The search in its locked run folder: its tables, and how many pairs are unfinished."""
     search_data = _load_data(config)
+    _start_ray(config)
     print(
         f"tune_mnist: {space.num_trials(samples_to_draw(config, space))} pairs from {config.space} "
         f"({_replicates_said(config, space)}; each trains a plain and a MixUp model), up to "
@@ -596,6 +610,8 @@ def _tune(
         gpus_per_trial=config.gpus_per_trial,
         run_seed=config.seed,
         independent_replicates=config.independent_replicates,
+        trial_timeout_s=config.trial_timeout,
+        retry_delay_s=config.retry_delay,
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
@@ -605,6 +621,7 @@ def _tune(
     callbacks += [TrialLog(), *extra_callbacks]
     rounds = _until_decided(config, space, join(storage, name))
     callbacks += [rounds] if rounds else []
+    callbacks += _waits(config, join(storage, name))
     stopper = DecisionStopper(join(storage, name)) if rounds else None
     local = not (config.address or os.environ.get("RAY_ADDRESS"))
     if config.search_alg != "random" or local:
@@ -631,6 +648,7 @@ def _tune(
             run_config.stop = stopper or run_config.stop
         with _tune_output(config.verbose):
             tuner.fit()
+        _check_started(config, join(storage, name))
         return
     search_alg, param_space, per_sample = make_search_alg(
         config.search_alg,
@@ -682,6 +700,70 @@ def _tune(
     )
     with _tune_output(config.verbose):
         tuner.fit()
+    _check_started(config, join(storage, name))
+
+
+def _start_ray(config: SearchConfig) -> None:
+    """Start or join Ray, and refuse (exit 2) a trial request no node can meet, before training.
+
+    A local Ray is all the cluster there is. A cluster joined with --address may be one that adds
+    nodes when asked (an autoscaler), so there the search waits, at most --pending-timeout
+    seconds with no trial running (waits.PendingTimeout).
+    """
+    import ray
+
+    from tune_mnist.waits import unmet_request
+
+    _init_ray(config.address, dashboard=config.dashboard, verbose=config.verbose)
+    request = {"CPU": float(config.cpus_per_trial), "GPU": float(config.gpus_per_trial)}
+    unmet = unmet_request(request, ray.nodes())
+    if unmet is None:
+        return
+    if not (config.address or os.environ.get("RAY_ADDRESS")):
+        raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {unmet}")
+    print(
+        f"tune_mnist: {unmet} yet; waiting up to {config.pending_timeout:g} s "
+        "(--pending-timeout) for the cluster to add one",
+        flush=True,
+    )
+
+
+def _waits(config: SearchConfig, run_dir: str) -> list[Any]:
+    """The callbacks that bound this search's waits: --time-budget, --pending-timeout."""
+    from tune_mnist.waits import PendingTimeout, TimeBudget
+
+    pending = PendingTimeout(config.pending_timeout, run_dir)
+    budget = config.time_budget
+    return [pending, *([TimeBudget(budget, run_dir)] if budget else [])]
+
+
+def _check_started(config: SearchConfig, run_dir: str) -> None:
+    """A search stopped because no trial could start: one line, exit 2 (the request is the input
+    the cluster cannot serve); the run continues with --resume once the cluster can."""
+    from tune_mnist.waits import stop_reason
+
+    if stop_reason(run_dir) != "pending":
+        return
+    import ray
+
+    from tune_mnist.waits import unmet_request
+
+    request = {"CPU": float(config.cpus_per_trial), "GPU": float(config.gpus_per_trial)}
+    unmet = unmet_request(request, ray.nodes()) or (
+        f"each trial asks for {config.cpus_per_trial:g} CPU and {config.gpus_per_trial:g} GPU, "
+        f"and none were free (the cluster has {_shown(ray.cluster_resources())})"
+    )
+    storage, name = split(run_dir)
+    raise UsageError(
+        f"--pending-timeout {config.pending_timeout:g}: no trial could start for that long: "
+        f"{unmet}; once the cluster can run one, continue with: python -m tune_mnist.run "
+        f"--resume --storage-path {storage} --name {name}"
+    )
+
+
+def _shown(resources: dict[str, float]) -> str:
+    """'4 CPU, 1 GPU': the resources a trial can ask for."""
+    return f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
 
 
 def _until_decided(config: SearchConfig, space: Space, run_dir: str) -> Any:
