@@ -10,10 +10,11 @@ Written from the tables after the search (by `results.finish`), not live from th
 works the same for a finished, an interrupted, a resumed or an old run, and a rewrite replaces the
 whole folder (atomically) instead of appending duplicate points.
 
-The events are built with TensorBoard's own summary protos (``scalar_pb``, ``hparams_pb``,
-``hparams_config_pb``) and written with its record writer onto a plain file: neither
-``tf.summary`` nor ``tensorboard.summary.Writer`` (whose file writer goes through ``tf.io.gfile``)
-is used, because they import TensorFlow, seconds of start-up for a folder of small files.
+The events are built with TensorBoard's own summary functions (``scalar_pb``, ``hparams_pb``,
+``hparams_config_pb``) and written with tensorboardX's ``FileWriter`` (TensorBoard's record format,
+its header event and checksums): neither ``tf.summary`` nor ``tensorboard.summary.Writer`` (whose
+file writer goes through ``tf.io.gfile``) is used, because they import TensorFlow, seconds of
+start-up for a folder of small files.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tune_mnist.space import KEYS
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = tuple(m for m in METRICS if m != "epoch")  # the epoch is the step
-EVENT_FILE = "events.out.tfevents.{time}.tune_mnist"
+EVENT_FILE_SUFFIX = ".tune_mnist"  # events.out.tfevents.<time>.<host>.tune_mnist
 INSTALL_HINT = "pip install 'tune_mnist[tensorboard]'"
 ALWAYS_SHOWN = ("mixup", "seed", "architecture")
 
@@ -102,36 +103,39 @@ def _domain(trials: pd.DataFrame, name: str, hp: Any) -> Any:
 
 
 def _scalars(row: Any) -> Any:
-    from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+    from tensorboardX.proto.summary_pb2 import Summary
 
-    summary = summary_pb2.Summary()
+    summary = Summary()
     for metric in SCALARS:
         value = getattr(row, metric)
         if pd.notna(value):  # a diverged arm's last epoch may lack a metric
-            summary.value.extend(scalar_pb(metric, float(value)).value)
+            # Parsing a serialized Summary into this one appends its values (one per metric).
+            summary.MergeFromString(scalar_pb(metric, float(value)).SerializeToString())
     return summary
 
 
 def _write_events(
     folder: Path, now: float, summaries: list[tuple[int, Any]], offsets: dict | None = None
 ) -> None:
-    """One event file: the header event, then one event per (step, summary)."""
-    from tensorboard.compat.proto import event_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    """One event file: tensorboardX's header event, then one event per (step, summary).
 
-    folder.mkdir(parents=True, exist_ok=True)
+    TensorBoard's summary functions build TensorBoard's Summary message and tensorboardX writes
+    its own copy of the same message: each summary goes across as its serialized bytes.
+    """
+    from tensorboardX import FileWriter
+    from tensorboardX.proto.summary_pb2 import Summary
+
     offsets = offsets or {}
-    with open(folder / EVENT_FILE.format(time=int(now)), "wb") as file:
-        writer = RecordWriter(file)
-        writer.write(
-            event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString()
-        )
+    writer = FileWriter(str(folder), filename_suffix=EVENT_FILE_SUFFIX)
+    try:
         for step, summary in summaries:
             offset = offsets.get(step)
             wall_time = now + (float(offset) if pd.notna(offset) else 0.0)
-            event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
-            writer.write(event.SerializeToString())
+            message = Summary.FromString(summary.SerializeToString())
+            writer.add_summary(message, global_step=step, walltime=wall_time)
+    finally:
+        writer.close()
 
 
 def _python(value: Any) -> Any:
