@@ -6,9 +6,14 @@ HParams session with the arm's configuration, ``mixup`` true or false, and its a
 ``RUN_DIR/tensorboard/`` holds the HParams experiment: its columns are ``mixup``, ``seed``,
 ``architecture`` and the keys that vary in the run; its metrics are the model metrics.
 
-Written from the tables after the search (by `results.finish`), not live from the trials: so it
-works the same for a finished, an interrupted, a resumed or an old run, and a rewrite replaces the
-whole folder (atomically) instead of appending duplicate points.
+While the search runs, each pair writes its arms' scalars there as it reports an epoch
+(`write_live_epoch`, called by the trainable: one small event file per arm and epoch, through
+`tune_mnist.storage`, so a run at a URI gets them too); Tune's own loggers stay off (they keep
+every trial in the driver). After the search, `results.finish` rewrites the folder from the
+tables (`write_event_files`), HParams included: so it works the same for a finished, an
+interrupted, a resumed or an old run, and the rewrite replaces the whole folder (atomically)
+instead of appending duplicate points. A retried epoch written live again is a later event of a
+step already shown: TensorBoard drops the older points from that step on, as after any restart.
 
 The events are built with TensorBoard's own summary functions (``scalar_pb``, ``hparams_pb``,
 ``hparams_config_pb``) and written with tensorboardX's ``FileWriter`` (TensorBoard's record format,
@@ -19,20 +24,27 @@ start-up for a folder of small files.
 
 from __future__ import annotations
 
+import socket
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
 from tune_mnist.files import atomic_write_dir
 from tune_mnist.metrics import METRICS, MODEL_METRICS
-from tune_mnist.space import KEYS
+from tune_mnist.space import ARMS, KEYS
+from tune_mnist.storage import is_uri, join, write_object
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = tuple(m for m in METRICS if m != "epoch")  # the epoch is the step
 EVENT_FILE_SUFFIX = ".tune_mnist"  # events.out.tfevents.<time>.<host>.tune_mnist
+# A live epoch's file, named as tensorboardX names its files (so that later epochs sort later,
+# which is the order TensorBoard reads a folder's files in), and with the epoch for a reader.
+LIVE_FILE = "events.out.tfevents.{time:.6f}.{host}.epoch{epoch:04d}.tune_mnist"
 INSTALL_HINT = "pip install 'tune_mnist[tensorboard]'"
 ALWAYS_SHOWN = ("mixup", "seed", "architecture")
 
@@ -53,6 +65,28 @@ def write_event_files(run_dir: str | Path, trials: pd.DataFrame, epochs: pd.Data
     folder = Path(run_dir) / TENSORBOARD_DIR
     atomic_write_dir(folder, partial(_write_runs, trials, epochs))
     return folder
+
+
+def write_live_epoch(run_location: str, pair_id: str, report: dict[str, Any]) -> list[str]:
+    """Write the scalars of one epoch's report (`PairTrainer.train_epoch`) of pair ``pair_id``:
+    a new event file in ``RUN/tensorboard/<pair_id>/<arm>/`` for each arm in the report, at a
+    local path or a URI. Returns where each was written."""
+    epoch, now = int(report["epoch"]), time.time()
+    written = []
+    for arm in (arm for arm in ARMS if arm in report):  # a diverged arm reports no more
+        row = SimpleNamespace(**{m: report[arm].get(m) for m in SCALARS})
+        with tempfile.TemporaryDirectory(prefix="tune_mnist_tensorboard_") as tmp:
+            _write_events(Path(tmp), now, [(epoch, _scalars(row))])
+            (data,) = [file.read_bytes() for file in Path(tmp).iterdir()]
+        name = LIVE_FILE.format(time=now, host=socket.gethostname(), epoch=epoch)
+        location = join(run_location, TENSORBOARD_DIR, pair_id, arm, name)
+        if is_uri(location):
+            write_object(location, data)  # one upload: the object appears whole
+        else:  # one small write; TensorBoard waits for the rest of a record it finds cut
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+            Path(location).write_bytes(data)
+        written.append(location)
+    return written
 
 
 def arm_hparams(trial: pd.Series) -> dict[str, Any]:

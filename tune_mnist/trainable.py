@@ -92,6 +92,9 @@ class TrialSettings:
     # False only for a resumed run made before pairs were independent replicates: its pairs keep
     # being seeded with the replicate number alone, so they continue exactly as they started.
     independent_replicates: bool = True
+    # The run's folder or URI: each epoch's scalars go to its tensorboard/ folder while the search
+    # runs (tensorboard_events.write_live_epoch). None: no live TensorBoard files.
+    run_location: str | None = None
 
     def seed_of(self, config: dict[str, Any]) -> int:
         """The seed of the pair `config`: its initial weights, batches, MixUp draws, dropout."""
@@ -208,8 +211,30 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
             pair.save(Path(directory))
             # tune.report copies the checkpoint to storage before it returns.
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if settings.run_location is not None:
+            _write_live_tensorboard(
+                settings.run_location, tune.get_context().get_trial_id(), metrics
+            )
         if pair.stopped(settings.patience):
             return
+
+
+def _write_live_tensorboard(run_location: str, pair_id: str, report: dict[str, Any]) -> None:
+    """This epoch's scalars for a TensorBoard watching the run; a view, so a failure to write
+    them is logged (once per worker) and the pair trains on."""
+    from tune_mnist.tensorboard_events import write_live_epoch
+
+    try:
+        write_live_epoch(run_location, pair_id, report)
+    except (OSError, ImportError) as e:
+        if not _live_tensorboard_failed:
+            _live_tensorboard_failed.append(e)
+            logging.getLogger(__name__).warning(
+                "tune_mnist: live TensorBoard scalars not written (%s); the search goes on", e
+            )
+
+
+_live_tensorboard_failed: list[Exception] = []
 
 
 class PairTrainer:

@@ -582,6 +582,7 @@ def _tune(
         gpus_per_trial=args.gpus_per_trial,
         run_seed=args.seed,
         independent_replicates=args.independent_replicates,
+        run_location=join(storage, name),  # live TensorBoard scalars
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
