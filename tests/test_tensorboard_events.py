@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import requests
 from conftest import SMALL_SPACE, synthetic_tables
+from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
@@ -139,22 +139,25 @@ def test_live_epochs_are_scalars_per_arm_and_the_final_files_replace_them(tmp_pa
     assert_arm_runs_match(tmp_path, trials, epochs)
 
 
-def test_a_retried_epoch_written_again_shows_once_with_its_new_values(tmp_path):
-    """A pair retried from its checkpoint reports the epochs after it again: TensorBoard keeps
-    the later points of a step, as after any restart."""
-    for epoch in (1, 2):
-        write_live_epoch(str(tmp_path), "p", epoch_report(epoch))
+def test_a_pair_retried_from_an_earlier_epoch_replaces_the_epochs_after_it(tmp_path):
+    """A pair retried from its checkpoint of epoch 1 trains epoch 2 again: its first live epoch
+    marks the restart, and TensorBoard forgets the earlier attempt's epochs 2 and 3."""
+    for epoch in (1, 2, 3):
+        write_live_epoch(str(tmp_path), "p", epoch_report(epoch), restart=epoch == 1)
     again = epoch_report(2)
     again["plain"]["val_acc"] = 0.9
-    write_live_epoch(str(tmp_path), "p", again)
-    events = accumulator(tmp_path / TENSORBOARD_DIR / "p" / "plain")
+    write_live_epoch(str(tmp_path), "p", again, restart=True)
+    # The accumulator TensorBoard's server loads a run with.
+    events = plugin_event_accumulator.EventAccumulator(str(tmp_path / TENSORBOARD_DIR / "p/plain"))
+    events.Reload()
+    assert [e.step for e in events.Tensors("val_acc")] == [1, 2]
     assert logged_values(events, "val_acc") == pytest.approx({1: 0.1, 2: 0.9})
 
 
 @pytest.mark.slow
 def test_tensorboard_shows_the_scalars_of_a_search_still_running(tmp_path, drivers):
-    """`tensorboard --logdir RUN_DIR` during a search: TensorBoard's multiplexer (what its
-    server loads the runs with) finds a run per arm with the epochs trained so far."""
+    """`tensorboard --logdir RUN_DIR` during a search: the multiplexer TensorBoard's server loads
+    the runs with finds a run per arm with the epochs trained so far."""
     (tmp_path / "space.yaml").write_text(SMALL_SPACE)
     run_dir = tmp_path / "runs" / "live"
     driver = drivers(
@@ -171,9 +174,10 @@ def test_tensorboard_shows_the_scalars_of_a_search_still_running(tmp_path, drive
         assert driver.proc.poll() is None, driver.output()[-3000:]
         assert time.monotonic() < deadline, driver.output()[-3000:]
         time.sleep(1)
-    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(run_dir))
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(run_dir))
     multiplexer.Reload()
-    arms = {run: events for run, events in multiplexer.Runs().items() if "tensors" in events}
+    arms = {run: tags for run, tags in multiplexer.Runs().items() if tags.get("tensors")}
     assert {Path(run).name for run in arms} == {"plain", "mixup"}, multiplexer.Runs()
     for run in arms:
         val_acc = logged_values(multiplexer.GetAccumulator(run), "val_acc")

@@ -12,8 +12,9 @@ While the search runs, each pair writes its arms' scalars there as it reports an
 every trial in the driver). After the search, `results.finish` rewrites the folder from the
 tables (`write_event_files`), HParams included: so it works the same for a finished, an
 interrupted, a resumed or an old run, and the rewrite replaces the whole folder (atomically)
-instead of appending duplicate points. A retried epoch written live again is a later event of a
-step already shown: TensorBoard drops the older points from that step on, as after any restart.
+instead of appending duplicate points. The first epoch a pair writes in each attempt (a new
+pair, or one retried or resumed from its checkpoint) carries a restart mark (TensorBoard's
+SessionLog START): TensorBoard then drops the points an earlier attempt wrote from that epoch on.
 
 The events are built with TensorBoard's own summary functions (``scalar_pb``, ``hparams_pb``,
 ``hparams_config_pb``) and written with tensorboardX's ``FileWriter`` (TensorBoard's record format,
@@ -67,16 +68,19 @@ def write_event_files(run_dir: str | Path, trials: pd.DataFrame, epochs: pd.Data
     return folder
 
 
-def write_live_epoch(run_location: str, pair_id: str, report: dict[str, Any]) -> list[str]:
+def write_live_epoch(
+    run_location: str, pair_id: str, report: dict[str, Any], *, restart: bool = False
+) -> list[str]:
     """Write the scalars of one epoch's report (`PairTrainer.train_epoch`) of pair ``pair_id``:
     a new event file in ``RUN/tensorboard/<pair_id>/<arm>/`` for each arm in the report, at a
-    local path or a URI. Returns where each was written."""
+    local path or a URI. ``restart``: the first epoch of this attempt of the pair (TensorBoard
+    forgets what an earlier attempt wrote from this epoch on). Returns where each was written."""
     epoch, now = int(report["epoch"]), time.time()
     written = []
     for arm in (arm for arm in ARMS if arm in report):  # a diverged arm reports no more
         row = SimpleNamespace(**{m: report[arm].get(m) for m in SCALARS})
         with tempfile.TemporaryDirectory(prefix="tune_mnist_tensorboard_") as tmp:
-            _write_events(Path(tmp), now, [(epoch, _scalars(row))])
+            _write_events(Path(tmp), now, [(epoch, _scalars(row))], restart_step=restart and epoch)
             (data,) = [file.read_bytes() for file in Path(tmp).iterdir()]
         name = LIVE_FILE.format(time=now, host=socket.gethostname(), epoch=epoch)
         location = join(run_location, TENSORBOARD_DIR, pair_id, arm, name)
@@ -150,19 +154,28 @@ def _scalars(row: Any) -> Any:
 
 
 def _write_events(
-    folder: Path, now: float, summaries: list[tuple[int, Any]], offsets: dict | None = None
+    folder: Path,
+    now: float,
+    summaries: list[tuple[int, Any]],
+    offsets: dict | None = None,
+    restart_step: int | None = None,
 ) -> None:
-    """One event file: tensorboardX's header event, then one event per (step, summary).
+    """One event file: tensorboardX's header event, a restart at ``restart_step`` if given, then
+    one event per (step, summary).
 
     TensorBoard's summary functions build TensorBoard's Summary message and tensorboardX writes
     its own copy of the same message: each summary goes across as its serialized bytes.
     """
     from tensorboardX import FileWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
     from tensorboardX.proto.summary_pb2 import Summary
 
     offsets = offsets or {}
     writer = FileWriter(str(folder), filename_suffix=EVENT_FILE_SUFFIX)
     try:
+        if restart_step:
+            start = Event(session_log=SessionLog(status=SessionLog.START))
+            writer.add_event(start, step=restart_step, walltime=now)
         for step, summary in summaries:
             offset = offsets.get(step)
             wall_time = now + (float(offset) if pd.notna(offset) else 0.0)

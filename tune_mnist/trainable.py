@@ -213,19 +213,24 @@ def _train_pair(config: dict[str, Any], data: SearchData, settings: TrialSetting
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         if settings.run_location is not None:
             _write_live_tensorboard(
-                settings.run_location, tune.get_context().get_trial_id(), metrics
+                settings.run_location,
+                tune.get_context().get_trial_id(),
+                metrics,
+                restart=epoch == first,
             )
         if pair.stopped(settings.patience):
             return
 
 
-def _write_live_tensorboard(run_location: str, pair_id: str, report: dict[str, Any]) -> None:
+def _write_live_tensorboard(
+    run_location: str, pair_id: str, report: dict[str, Any], *, restart: bool
+) -> None:
     """This epoch's scalars for a TensorBoard watching the run; a view, so a failure to write
     them is logged (once per worker) and the pair trains on."""
     from tune_mnist.tensorboard_events import write_live_epoch
 
     try:
-        write_live_epoch(run_location, pair_id, report)
+        write_live_epoch(run_location, pair_id, report, restart=restart)
     except (OSError, ImportError) as e:
         if not _live_tensorboard_failed:
             _live_tensorboard_failed.append(e)
