@@ -15,12 +15,12 @@ from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
 
-def scheduler_with_trials(name: str, n: int, **options):
+def scheduler_with_trials(name: str, n: int, controller=None, **options):
     scheduler = make_scheduler(name, **options)
     assert scheduler.set_search_properties(METRIC, MODE)  # what the Tuner does
     trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(n)]
     for trial in trials:
-        scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_add(controller, trial)
     return scheduler, trials
 
 
@@ -96,12 +96,12 @@ def test_a_reused_worker_retires_after_its_trials_or_past_its_memory(name):
     max_trials trials or reported an RSS at or above max_rss_mib; then the scheduler takes its actor
     out of the controller's started actors, which Tune then stops instead of caching."""
     limits = WorkerLimits(max_trials=2, max_rss_mib=1000)
-    scheduler, trials = scheduler_with_trials(
-        name, 4, max_epochs=1, grace_period=1, reduction_factor=2, worker_limits=limits
-    )
-    actors = {trial.trial_id: f"actor of {trial.trial_id}" for trial in trials}
+    actors = {f"t{i}": f"actor of t{i}" for i in range(4)}
     controller = SimpleNamespace(_started_actors=set(actors.values()))
     controller._trial_to_actor = SimpleNamespace(get=lambda trial: actors[trial.trial_id])
+    scheduler, trials = scheduler_with_trials(
+        name, 4, controller, max_epochs=1, grace_period=1, reduction_factor=2, worker_limits=limits
+    )
 
     def complete(trial, pid, rss):
         result = {"training_iteration": 1, METRIC: 0.5, "pid": pid, "hostname": "h"}
@@ -112,3 +112,18 @@ def test_a_reused_worker_retires_after_its_trials_or_past_its_memory(name):
     assert complete(trials[1], pid=1, rss=500)  # its second trial
     assert complete(trials[2], pid=2, rss=1000)  # its first, at the memory limit
     assert not complete(trials[3], pid=1, rss=500)  # a new process that got pid 1 again
+
+
+def test_without_the_actor_cache_reused_workers_fail_at_the_first_trial_naming_ray():
+    """A Ray whose controller lacks the private actor cache cannot retire workers: the search
+    stops before any trial runs, saying which Ray and what to do, instead of growing silently."""
+    import ray
+
+    from tune_mnist.ray_internals import RayInternalsChanged
+
+    limits = WorkerLimits(max_trials=2, max_rss_mib=1000)
+    renamed = SimpleNamespace(_running_actors=set(), _trial_to_actor={})
+    with pytest.raises(RayInternalsChanged, match=rf"Ray {ray.__version__} .*--no-reuse-workers"):
+        scheduler_with_trials("fifo", 1, renamed, max_epochs=1, grace_period=1,
+                              reduction_factor=2, worker_limits=limits)  # fmt: skip
+    scheduler_with_trials("fifo", 1, renamed, max_epochs=1, grace_period=1, reduction_factor=2)

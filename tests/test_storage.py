@@ -22,6 +22,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_SPACE, run_search, search_command, search_failed
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 from test_notebook import FIXTURE, NOTEBOOK, execute, figures, texts
 
 from tune_mnist import results
@@ -38,6 +40,7 @@ from tune_mnist.files import (
 )
 from tune_mnist.plots import FIGURE_FILES
 from tune_mnist.storage import read_bytes
+from tune_mnist.tensorboard_events import TENSORBOARD_DIR, write_live_epoch
 
 BUCKET = "tune-mnist-test"
 SPACE = SMALL_SPACE + "seeds: 1\n"
@@ -113,6 +116,28 @@ def test_a_search_writes_every_file_to_the_bucket_and_nothing_locally(s3_run):
     assert read_manifest(uri)["ended"] is not None
     assert sorted(p.name for p in cwd.iterdir()) == ["space.yaml"]  # no ./s3:/... folder
     assert not Path("s3:").exists()
+    # The results step rewrote the TensorBoard files: the live ones of each epoch are gone.
+    tensorboard = [name for name in stored if name.startswith(f"{TENSORBOARD_DIR}/")]
+    assert len([name for name in tensorboard if "tfevents" in name]) == 5, tensorboard  # 4 arms
+    assert not [name for name in tensorboard if ".epoch0" in name], tensorboard
+
+
+@pytest.mark.storage
+def test_live_tensorboard_scalars_go_to_the_bucket(s3, tmp_path):
+    """While a search runs at a URI, each epoch's scalars are objects in the bucket."""
+    uri = f"{s3}/live"
+    report = {"epoch": 1, "plain": {"val_acc": 0.5}, "mixup": {"val_acc": 0.25}}
+    written = write_live_epoch(uri, "p", report, restart=True)
+    assert [w.rsplit("/", 2)[-2] for w in written] == ["plain", "mixup"]
+    for location in written:
+        local = tmp_path / location.rsplit("/", 2)[-2] / location.rsplit("/", 1)[-1]
+        local.parent.mkdir()
+        local.write_bytes(read_bytes(location))
+    events = EventAccumulator(str(tmp_path / "mixup"))
+    events.Reload()
+    assert [float(tensor_util.make_ndarray(e.tensor_proto)) for e in events.Tensors("val_acc")] == [
+        0.25
+    ]
 
 
 @pytest.mark.storage

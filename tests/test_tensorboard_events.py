@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import synthetic_tables
+from conftest import SMALL_SPACE, synthetic_tables
+from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
@@ -23,6 +24,7 @@ from tune_mnist.tensorboard_events import (
     TENSORBOARD_DIR,
     TensorBoardMissing,
     write_event_files,
+    write_live_epoch,
 )
 
 
@@ -117,6 +119,71 @@ def test_writing_does_not_import_tensorflow(tmp_path):
         env={**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"},
     )
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def epoch_report(epoch: int, arms=("plain", "mixup")) -> dict:
+    """A report as `PairTrainer.train_epoch` makes it: each arm's metrics under its name."""
+    return {"epoch": epoch, **{arm: {m: epoch / 10 + (arm == "mixup") / 100 for m in SCALARS}
+                               for arm in arms}}  # fmt: skip
+
+
+def test_live_epochs_are_scalars_per_arm_and_the_final_files_replace_them(tmp_path):
+    write_live_epoch(str(tmp_path), "aaaaa_00000", epoch_report(1))
+    write_live_epoch(str(tmp_path), "aaaaa_00000", epoch_report(2, arms=("plain",)))  # diverged
+    pair = tmp_path / TENSORBOARD_DIR / "aaaaa_00000"
+    assert logged_values(accumulator(pair / "plain"), "val_acc") == pytest.approx({1: 0.1, 2: 0.2})
+    assert logged_values(accumulator(pair / "mixup"), "val_acc") == pytest.approx({1: 0.11})
+    trials, epochs = synthetic_tables()
+    write_event_files(tmp_path, trials, epochs)
+    assert not pair.exists() or not any(pair.rglob("*epoch0001*"))
+    assert_arm_runs_match(tmp_path, trials, epochs)
+
+
+def test_a_pair_retried_from_an_earlier_epoch_replaces_the_epochs_after_it(tmp_path):
+    """A pair retried from its checkpoint of epoch 1 trains epoch 2 again: its first live epoch
+    marks the restart, and TensorBoard forgets the earlier attempt's epochs 2 and 3."""
+    for epoch in (1, 2, 3):
+        write_live_epoch(str(tmp_path), "p", epoch_report(epoch), restart=epoch == 1)
+    again = epoch_report(2)
+    again["plain"]["val_acc"] = 0.9
+    write_live_epoch(str(tmp_path), "p", again, restart=True)
+    # The accumulator TensorBoard's server loads a run with.
+    events = plugin_event_accumulator.EventAccumulator(str(tmp_path / TENSORBOARD_DIR / "p/plain"))
+    events.Reload()
+    assert [e.step for e in events.Tensors("val_acc")] == [1, 2]
+    assert logged_values(events, "val_acc") == pytest.approx({1: 0.1, 2: 0.9})
+
+
+@pytest.mark.slow
+def test_tensorboard_shows_the_scalars_of_a_search_still_running(tmp_path, drivers):
+    """`tensorboard --logdir RUN_DIR` during a search: the multiplexer TensorBoard's server loads
+    the runs with finds a run per arm with the epochs trained so far."""
+    (tmp_path / "space.yaml").write_text(SMALL_SPACE)
+    run_dir = tmp_path / "runs" / "live"
+    driver = drivers(
+        ["--space", str(tmp_path / "space.yaml"), "--dataset", "mnist_sample",
+         "--train-subset", "300", "--max-epochs", "50", "--max-concurrent", "1",
+         "--storage-path", str(tmp_path / "runs"), "--name", "live"],
+        tmp_path / "search.log",
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while True:
+        runs = sorted(run_dir.glob(f"{TENSORBOARD_DIR}/*/*/events.out.tfevents.*"))
+        if {path.parent.name for path in runs} == {"plain", "mixup"}:
+            break
+        assert driver.proc.poll() is None, driver.output()[-3000:]
+        assert time.monotonic() < deadline, driver.output()[-3000:]
+        time.sleep(1)
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(run_dir))
+    multiplexer.Reload()
+    arms = {run: tags for run, tags in multiplexer.Runs().items() if tags.get("tensors")}
+    assert {Path(run).name for run in arms} == {"plain", "mixup"}, multiplexer.Runs()
+    for run in arms:
+        val_acc = logged_values(multiplexer.GetAccumulator(run), "val_acc")
+        assert 1 in val_acc and 0 <= val_acc[1] <= 1, (run, val_acc)
+    assert driver.proc.poll() is None, "the search ended: the scalars were not live"
+    assert not (run_dir / "trials.parquet").exists()  # the tables come at the end
 
 
 @pytest.mark.tracking

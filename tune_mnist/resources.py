@@ -130,14 +130,12 @@ def configure_tensorflow_gpus(plan: ResourcePlan) -> list[Any]:
 
 
 def _gpu_total_memory_mib(gpu: Any) -> int:
-    """Total memory of a physical GPU, from the driver via NVML (vendored by Ray).
+    """Total memory of a physical GPU, from the driver via NVML (NVIDIA's nvidia-ml-py).
 
     TensorFlow numbers GPUs among the visible ones; NVML numbers all of them, so translate
     through CUDA_VISIBLE_DEVICES, which Ray sets to the GPUs it assigned to this trial.
     """
-    import os
-
-    from ray._private.thirdparty import pynvml
+    import pynvml  # the nvidia-ml-py package
 
     visible_index = int(gpu.name.rsplit(":", 1)[-1])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")

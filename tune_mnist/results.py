@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
-import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -134,26 +134,43 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in run_dir.glob("*/params.json"))
 
 
-def _dir_trial_id(trial_dir: Path) -> str:
-    """The trial id in Tune's folder name `<trainable>_<id>_<index>_<config>_<time>`."""
-    found = re.search(r"_([0-9a-f]{5}_\d{5})_", trial_dir.name)
-    return found.group(1) if found else trial_dir.name
+@dataclass(frozen=True)
+class TuneTrial:
+    """What Tune's experiment state says of one trial."""
+
+    trial_id: str
+    status: str
 
 
-def _statuses(run_dir: Path) -> dict[str, str]:
-    """Trial statuses from Tune's newest experiment state (saved during the run: kept on a kill)."""
-    # Named by start time (experiment_state-YYYY-MM-DD_HH-MM-SS.json), one per start of a resumed
-    # run; not by mtime: Tune re-syncs the older files too, so their mtimes are equal.
-    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
+def _tune_trials(run_dir: Path) -> dict[str, TuneTrial]:
+    """Each trial Tune knows of, by its folder's name, from Tune's newest experiment state (saved
+    during the run: kept on a kill), read with Tune's public ExperimentAnalysis.
+
+    Only the trial list is taken from it: the reports are read from result.json by
+    `_read_reports`, because ExperimentAnalysis drops every report of a trial whose last line a
+    kill cut (a JSON error for the whole file). A trial started after the last state was saved
+    is not in it: its folder is read all the same, as PENDING.
+    """
+    # No experiment state yet (a run killed in its first seconds): every trial is PENDING. The
+    # names are Tune's, experiment_state-<start time>.json, one per start of a resumed run.
+    states = sorted(run_dir.glob("experiment_state-*.json"))
     if not states:
         return {}
+    from ray.tune import ExperimentAnalysis
+
+    # It warns of each trial whose result.json it cannot parse: `_read_reports` says it better.
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
     try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-        return {t["trial_id"]: t["status"] for t in (json.loads(entry[0]) for entry in trial_data)}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+        trials = ExperimentAnalysis(str(run_dir)).trials
+        return {Path(t.path).name: TuneTrial(t.trial_id, t.status) for t in trials}
+    except Exception:  # a JSON, pickle or file error: Tune's loader raises any of them
         raise ExperimentError(
             f"{states[-1]}: Tune's experiment state is unreadable; the trial statuses are unknown"
         ) from None
+    finally:
+        analysis_log.setLevel(level)
 
 
 def _error_text(trial_dir: Path) -> str | None:
@@ -164,7 +181,7 @@ def _error_text(trial_dir: Path) -> str | None:
     return lines[-1][:500] if lines else "unknown error"
 
 
-def _read_pair(trial_dir: Path, statuses: dict[str, str]) -> PairRecord:
+def _read_pair(trial_dir: Path, tune_trials: dict[str, TuneTrial]) -> PairRecord:
     """What is left of one pair; a file that cannot be read makes it UNREADABLE (with the reason),
     keeping whatever else could be read: the other pairs do not depend on it."""
     unreadable = []
@@ -187,14 +204,19 @@ def _read_pair(trial_dir: Path, statuses: dict[str, str]) -> PairRecord:
         unreadable.append(str(e))
     except CheckpointMissing:
         predictions = {}
-    pair_id = reports[-1]["trial_id"] if reports else _dir_trial_id(trial_dir)
+    known = tune_trials.get(trial_dir.name)
+    if known is not None:
+        pair_id = known.trial_id
+    else:  # started after Tune last saved its state; one that never reported keeps its folder name
+        pair_id = reports[-1]["trial_id"] if reports else trial_dir.name
+    status = known.status if known is not None else "PENDING"
     return PairRecord(
         pair_id=pair_id,
         trial_dir=trial_dir,
         config=config,
         # A trial retried from a checkpoint reports its later epochs again: keep the last report.
         reports=sorted({int(r["epoch"]): r for r in reports if "epoch" in r}.items()),
-        status=UNREADABLE if unreadable else statuses.get(pair_id, "PENDING"),
+        status=UNREADABLE if unreadable else status,
         error="; ".join(unreadable) if unreadable else _error_text(trial_dir),
         predictions=predictions,
     )
@@ -267,8 +289,8 @@ def collect(run_dir: str | Path) -> Tables:
     are kept when they can be read. Raises ExperimentError when the run's own files cannot be read.
     """
     run_dir = Path(run_dir)
-    statuses = _statuses(run_dir)
-    pairs = [_read_pair(trial_dir, statuses) for trial_dir in _trial_dirs(run_dir)]
+    tune_trials = _tune_trials(run_dir)
+    pairs = [_read_pair(trial_dir, tune_trials) for trial_dir in _trial_dirs(run_dir)]
     configs = [p.config for p in pairs if p.config]  # an unreadable params.json tells nothing
     varying = [k for k in KEYS if len({json.dumps(c.get(k)) for c in configs}) > 1]
     trial_rows, epoch_rows, predictions = [], [], []

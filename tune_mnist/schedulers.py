@@ -17,6 +17,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from tune_mnist import ray_internals
 from tune_mnist.resources import WORKER_RSS
 
 METRIC, MODE = "pair_val_acc", "max"
@@ -43,19 +44,24 @@ class WorkerLimits:
 class _RetiresWorkers(TrialScheduler):
     """Counts the trials each worker process finished and retires it at its limits.
 
-    Ray Tune 2.60 has no public way to retire a cached actor: a trainable's reset_config returning
-    False fails the *next* trial (tune_controller._on_trial_reset), and a worker that exits itself
-    fails the reset that is sent to it. The scheduler is the one plug-in that Tune hands its
-    controller, and its on_trial_complete runs before the controller decides whether to cache the
-    finished trial's actor (stop_trial, then _maybe_cache_trial_actor), which caches only actors
-    it has seen start: taking the actor out of that set makes Tune stop it as it would without
-    reuse, and start a new one for the next trial. No trial fails or restarts.
+    Ray Tune has no public way to retire a cached actor; the scheduler is the one plug-in that Tune
+    hands its controller, and `ray_internals.retire_actor` says how it is done through the
+    controller's private actor cache. Where a Ray release lacks that cache, the search fails when
+    its first trial is added (`ray_internals.check_actor_cache`) rather than letting reused
+    workers grow until the out-of-memory killer takes them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_limits: WorkerLimits | None = None
         self._worker_trials: dict[tuple[Any, int], int] = {}  # (host, pid) -> trials finished
+        self._cache_checked = False
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        if self.worker_limits is not None and not self._cache_checked:
+            ray_internals.check_actor_cache(tune_controller)
+            self._cache_checked = True
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         super().on_trial_complete(tune_controller, trial, result)
@@ -65,26 +71,13 @@ class _RetiresWorkers(TrialScheduler):
         done = self._worker_trials[worker] = self._worker_trials.get(worker, 0) + 1
         if self.worker_limits.retire(trials_done=done, rss_mib=result.get(WORKER_RSS)):
             del self._worker_trials[worker]
-            # Private attributes of Ray Tune's controller (checked on 2.60): where they are
-            # missing the worker stays (it keeps growing) rather than the search failing.
-            started = getattr(tune_controller, "_started_actors", None)
-            actor = getattr(tune_controller, "_trial_to_actor", {}).get(trial)
-            if started is not None and actor is not None:
-                started.discard(actor)
+            ray_internals.retire_actor(tune_controller, trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        """Have the experiment state record the failure of a trial whose process died.
-
-        Tune 2.60 sets such a trial ERROR (or PENDING for its retry) but snapshots it only when its
-        actor is still tracked (tune_controller._schedule_trial_stop), and the actor of a process
-        that died (--trial-timeout's watchdog, an out-of-memory kill) is not: the saved state keeps
-        it RUNNING, the run ends "interrupted" instead of "failed", and --resume reruns it. Tune
-        calls this just before it sets the new status; the trial is then saved with it.
-        """
+        """Have the experiment state record the failure of a trial whose process died
+        (ray_internals.save_failed_trial says why this needs Tune's internals)."""
         super().on_trial_error(tune_controller, trial)
-        mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)  # private: see above
-        if mark is not None:
-            mark(trial)
+        ray_internals.save_failed_trial(tune_controller, trial)
 
 
 class PairFIFO(_RetiresWorkers, FIFOScheduler):

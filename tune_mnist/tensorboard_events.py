@@ -6,32 +6,46 @@ HParams session with the arm's configuration, ``mixup`` true or false, and its a
 ``RUN_DIR/tensorboard/`` holds the HParams experiment: its columns are ``mixup``, ``seed``,
 ``architecture`` and the keys that vary in the run; its metrics are the model metrics.
 
-Written from the tables after the search (by `results.finish`), not live from the trials: so it
-works the same for a finished, an interrupted, a resumed or an old run, and a rewrite replaces the
-whole folder (atomically) instead of appending duplicate points.
+While the search runs, each pair writes its arms' scalars there as it reports an epoch
+(`write_live_epoch`, called by the trainable: one small event file per arm and epoch, through
+`tune_mnist.storage`, so a run at a URI gets them too); Tune's own loggers stay off (they keep
+every trial in the driver). After the search, `results.finish` rewrites the folder from the
+tables (`write_event_files`), HParams included: so it works the same for a finished, an
+interrupted, a resumed or an old run, and the rewrite replaces the whole folder (atomically)
+instead of appending duplicate points. The first epoch a pair writes in each attempt (a new
+pair, or one retried or resumed from its checkpoint) carries a restart mark (TensorBoard's
+SessionLog START): TensorBoard then drops the points an earlier attempt wrote from that epoch on.
 
-The events are built with TensorBoard's own summary protos (``scalar_pb``, ``hparams_pb``,
-``hparams_config_pb``) and written with its record writer onto a plain file: neither
-``tf.summary`` nor ``tensorboard.summary.Writer`` (whose file writer goes through ``tf.io.gfile``)
-is used, because they import TensorFlow, seconds of start-up for a folder of small files.
+The events are built with TensorBoard's own summary functions (``scalar_pb``, ``hparams_pb``,
+``hparams_config_pb``) and written with tensorboardX's ``FileWriter`` (TensorBoard's record format,
+its header event and checksums): neither ``tf.summary`` nor ``tensorboard.summary.Writer`` (whose
+file writer goes through ``tf.io.gfile``) is used, because they import TensorFlow, seconds of
+start-up for a folder of small files.
 """
 
 from __future__ import annotations
 
+import socket
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
 from tune_mnist.files import atomic_write_dir
 from tune_mnist.metrics import METRICS, MODEL_METRICS
-from tune_mnist.space import KEYS
+from tune_mnist.space import ARMS, KEYS
+from tune_mnist.storage import is_uri, join, write_object
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = tuple(m for m in METRICS if m != "epoch")  # the epoch is the step
-EVENT_FILE = "events.out.tfevents.{time}.tune_mnist"
+EVENT_FILE_SUFFIX = ".tune_mnist"  # events.out.tfevents.<time>.<host>.tune_mnist
+# A live epoch's file, named as tensorboardX names its files (so that later epochs sort later,
+# which is the order TensorBoard reads a folder's files in), and with the epoch for a reader.
+LIVE_FILE = "events.out.tfevents.{time:.6f}.{host}.epoch{epoch:04d}.tune_mnist"
 INSTALL_HINT = "pip install 'tune_mnist[tensorboard]'"
 ALWAYS_SHOWN = ("mixup", "seed", "architecture")
 
@@ -52,6 +66,31 @@ def write_event_files(run_dir: str | Path, trials: pd.DataFrame, epochs: pd.Data
     folder = Path(run_dir) / TENSORBOARD_DIR
     atomic_write_dir(folder, partial(_write_runs, trials, epochs))
     return folder
+
+
+def write_live_epoch(
+    run_location: str, pair_id: str, report: dict[str, Any], *, restart: bool = False
+) -> list[str]:
+    """Write the scalars of one epoch's report (`PairTrainer.train_epoch`) of pair ``pair_id``:
+    a new event file in ``RUN/tensorboard/<pair_id>/<arm>/`` for each arm in the report, at a
+    local path or a URI. ``restart``: the first epoch of this attempt of the pair (TensorBoard
+    forgets what an earlier attempt wrote from this epoch on). Returns where each was written."""
+    epoch, now = int(report["epoch"]), time.time()
+    written = []
+    for arm in (arm for arm in ARMS if arm in report):  # a diverged arm reports no more
+        row = SimpleNamespace(**{m: report[arm].get(m) for m in SCALARS})
+        with tempfile.TemporaryDirectory(prefix="tune_mnist_tensorboard_") as tmp:
+            _write_events(Path(tmp), now, [(epoch, _scalars(row))], restart_step=restart and epoch)
+            (data,) = [file.read_bytes() for file in Path(tmp).iterdir()]
+        name = LIVE_FILE.format(time=now, host=socket.gethostname(), epoch=epoch)
+        location = join(run_location, TENSORBOARD_DIR, pair_id, arm, name)
+        if is_uri(location):
+            write_object(location, data)  # one upload: the object appears whole
+        else:  # one small write; TensorBoard waits for the rest of a record it finds cut
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+            Path(location).write_bytes(data)
+        written.append(location)
+    return written
 
 
 def arm_hparams(trial: pd.Series) -> dict[str, Any]:
@@ -102,36 +141,48 @@ def _domain(trials: pd.DataFrame, name: str, hp: Any) -> Any:
 
 
 def _scalars(row: Any) -> Any:
-    from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+    from tensorboardX.proto.summary_pb2 import Summary
 
-    summary = summary_pb2.Summary()
+    summary = Summary()
     for metric in SCALARS:
         value = getattr(row, metric)
         if pd.notna(value):  # a diverged arm's last epoch may lack a metric
-            summary.value.extend(scalar_pb(metric, float(value)).value)
+            # Parsing a serialized Summary into this one appends its values (one per metric).
+            summary.MergeFromString(scalar_pb(metric, float(value)).SerializeToString())
     return summary
 
 
 def _write_events(
-    folder: Path, now: float, summaries: list[tuple[int, Any]], offsets: dict | None = None
+    folder: Path,
+    now: float,
+    summaries: list[tuple[int, Any]],
+    offsets: dict | None = None,
+    restart_step: int | None = None,
 ) -> None:
-    """One event file: the header event, then one event per (step, summary)."""
-    from tensorboard.compat.proto import event_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    """One event file: tensorboardX's header event, a restart at ``restart_step`` if given, then
+    one event per (step, summary).
 
-    folder.mkdir(parents=True, exist_ok=True)
+    TensorBoard's summary functions build TensorBoard's Summary message and tensorboardX writes
+    its own copy of the same message: each summary goes across as its serialized bytes.
+    """
+    from tensorboardX import FileWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboardX.proto.summary_pb2 import Summary
+
     offsets = offsets or {}
-    with open(folder / EVENT_FILE.format(time=int(now)), "wb") as file:
-        writer = RecordWriter(file)
-        writer.write(
-            event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString()
-        )
+    writer = FileWriter(str(folder), filename_suffix=EVENT_FILE_SUFFIX)
+    try:
+        if restart_step:
+            start = Event(session_log=SessionLog(status=SessionLog.START))
+            writer.add_event(start, step=restart_step, walltime=now)
         for step, summary in summaries:
             offset = offsets.get(step)
             wall_time = now + (float(offset) if pd.notna(offset) else 0.0)
-            event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
-            writer.write(event.SerializeToString())
+            message = Summary.FromString(summary.SerializeToString())
+            writer.add_summary(message, global_step=step, walltime=wall_time)
+    finally:
+        writer.close()
 
 
 def _python(value: Any) -> Any:

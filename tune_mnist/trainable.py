@@ -112,6 +112,9 @@ class TrialSettings:
     trial_timeout_s: float | None = None
     # --retry-delay: a retried trial first waits this long, doubling per retry (waits.retry_delay).
     retry_delay_s: float = 0.0
+    # The run's folder or URI: each epoch's scalars go to its tensorboard/ folder while the search
+    # runs (tensorboard_events.write_live_epoch). None: no live TensorBoard files.
+    run_location: str | None = None
 
     def seed_of(self, config: dict[str, Any]) -> int:
         """The seed of the pair `config`: its initial weights, batches, MixUp draws, dropout."""
@@ -261,6 +264,13 @@ def _train_pair(
             pair.save(Path(directory))
             # tune.report copies the checkpoint to storage before it returns.
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if settings.run_location is not None:
+            _write_live_tensorboard(
+                settings.run_location,
+                tune.get_context().get_trial_id(),
+                metrics,
+                restart=epoch == first,
+            )
         if watchdog is not None:
             watchdog.beat()
         if pair.stopped(settings.patience):
@@ -302,6 +312,26 @@ def _newest_first(checkpoint: tune.Checkpoint) -> Iterator[tune.Checkpoint]:
     """`checkpoint`, then (looked for only if asked) the earlier ones Tune kept, newest first."""
     yield checkpoint
     yield from earlier_checkpoints(checkpoint)
+
+
+def _write_live_tensorboard(
+    run_location: str, pair_id: str, report: dict[str, Any], *, restart: bool
+) -> None:
+    """This epoch's scalars for a TensorBoard watching the run; a view, so a failure to write
+    them is logged (once per worker) and the pair trains on."""
+    from tune_mnist.tensorboard_events import write_live_epoch
+
+    try:
+        write_live_epoch(run_location, pair_id, report, restart=restart)
+    except (OSError, ImportError) as e:
+        if not _live_tensorboard_failed:
+            _live_tensorboard_failed.append(e)
+            logging.getLogger(__name__).warning(
+                "tune_mnist: live TensorBoard scalars not written (%s); the search goes on", e
+            )
+
+
+_live_tensorboard_failed: list[Exception] = []
 
 
 class PairTrainer:

@@ -12,6 +12,9 @@ It also drops what Tune keeps of a finished trial only to update it with later r
 running means over each metric's last 5 and 10 results (`metric_n_steps`, two deques per metric:
 about 55 KB of driver memory per pair trial of 33 numeric metrics, measured with
 scripts/scale.py). The trial's last result and its min/max/mean per metric stay.
+
+Tune offers no public way to drop either: both go through `tune_mnist.ray_internals`, which warns
+(naming the Ray version) where a release has renamed them.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from typing import Any
 
 from ray.tune.logger import JsonLoggerCallback
 
+from tune_mnist import ray_internals
+
 
 class TrialLog(JsonLoggerCallback):
     """Tune's JSON logger that forgets a trial once it has ended."""
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         super().log_trial_end(trial, failed=failed)
-        self._trial_configs.pop(trial, None)
+        ray_internals.forget_trial_config(self, trial)
         if not failed:  # a failed trial may be retried or resumed: it reports again
-            trial.run_metadata.metric_n_steps.clear()
+            ray_internals.forget_running_means(trial)

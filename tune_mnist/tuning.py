@@ -590,6 +590,7 @@ def _tune(
     import ray
     from ray import tune
 
+    from tune_mnist import ray_internals
     from tune_mnist.rounds import DecisionStopper
     from tune_mnist.schedulers import METRIC, MODE, WorkerLimits, make_scheduler
     from tune_mnist.searchers import make_search_alg
@@ -612,6 +613,7 @@ def _tune(
         independent_replicates=config.independent_replicates,
         trial_timeout_s=config.trial_timeout,
         retry_delay_s=config.retry_delay,
+        run_location=join(storage, name),  # live TensorBoard scalars
     )
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
@@ -640,10 +642,10 @@ def _tune(
             join(storage, name), trainable, resume_unfinished=True, resume_errored=True
         )
         # The restored RunConfig is the original run's: this command's output choice replaces its
-        # own. Tune has no public way to change it on restore; get_run_config returns the copy
-        # that fit() uses (absent through Ray Client, where the original's output stays).
-        if tuner._local_tuner is not None:
-            run_config = tuner._local_tuner.get_run_config()
+        # own. Tune has no public way to change it on restore (see ray_internals); None through
+        # Ray Client, where the original's output stays.
+        run_config = ray_internals.restored_run_config(tuner)
+        if run_config is not None:
             run_config.verbose, run_config.callbacks = verbose, callbacks
             run_config.stop = stopper or run_config.stop
         with _tune_output(config.verbose):
