@@ -10,7 +10,7 @@ import pytest
 
 from tune_mnist.checkpoint import CheckpointMissing, latest_checkpoint, load_model
 from tune_mnist.data import SAMPLE_TEST_SIZE
-from tune_mnist.evaluation import final_models
+from tune_mnist.evaluation import final_models, format_confirmation
 from tune_mnist.files import best_model_file, best_savedmodel_dir
 from tune_mnist.results import load, main
 
@@ -194,6 +194,10 @@ def test_the_confirmatory_row_is_mixup_minus_plain_on_test_with_a_finite_interva
     assert row.mixup == pytest.approx(per_arm.loc[per_arm["arm"] == "mixup", "test_acc"].mean())
     # The primary row stays the first: the test set confirms, it does not replace.
     assert comparison.iloc[0]["role"] == "primary"
+    assert "descriptive only" not in format_confirmation(comparison)
+    # In an until-decided run the fixed-n numbers are descriptive, the test set's interval too.
+    until = pd.concat([comparison, comparison.iloc[[0]].assign(role="descriptive")])
+    assert format_confirmation(until).endswith("(descriptive only: fixed-n over the rounds run)")
 
 
 def test_missing_paired_scores_are_remade_without_scoring_the_final_models_again(

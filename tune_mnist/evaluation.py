@@ -526,4 +526,7 @@ def format_confirmation(comparison: pd.DataFrame) -> str | None:
         f"Confirmation on the test set (both arms of {row['n_pairs']} compared pairs, scored "
         f"once): MixUp − plain {diff} {interval}{p_value}"
     )
+    if (comparison["role"] == "descriptive").any():  # an until-decided run: the test set's
+        # interval is fixed-n over however many rounds ran, like the validation's descriptive row.
+        line += " (descriptive only: fixed-n over the rounds run)"
     return line + (f" ({row['ci_note']})" if row["ci_note"] else "")
