@@ -34,6 +34,14 @@ def test_cli_prints_comparison_and_test_evaluation_without_scoring_the_test_set_
     assert "plain" in out and "mixup" in out
 
 
+def test_a_run_named_by_a_relative_path_is_read(small_run, monkeypatch, capsys):
+    """Rule: `python -m tune_mnist.results runs/NAME` works from the folder above the run (Tune's
+    ExperimentAnalysis takes a relative path for a URI without a scheme)."""
+    monkeypatch.chdir(small_run.parent)
+    assert main([small_run.name]) == 0, capsys.readouterr().err
+    assert "Primary result" in capsys.readouterr().out
+
+
 def test_plot_writes_five_png_figures(small_run, capsys):
     for file in FIGURE_FILES.values():
         (small_run / file).unlink(missing_ok=True)

@@ -163,7 +163,8 @@ def _tune_trials(run_dir: Path) -> dict[str, TuneTrial]:
     level = analysis_log.level
     analysis_log.setLevel(logging.ERROR)
     try:
-        trials = ExperimentAnalysis(str(run_dir)).trials
+        # An absolute path: Tune reads a relative one as a URI without a scheme, and fails.
+        trials = ExperimentAnalysis(str(run_dir.resolve())).trials
         return {Path(t.path).name: TuneTrial(t.trial_id, t.status) for t in trials}
     except Exception:  # a JSON, pickle or file error: Tune's loader raises any of them
         raise ExperimentError(
