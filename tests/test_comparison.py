@@ -351,7 +351,8 @@ def test_p_below_five_percent_exactly_when_the_95_percent_interval_excludes_zero
 
 def test_the_two_level_interval_counts_the_pair_by_image_residual_once():
     """Rule: ci = mean ± t(df) sqrt(s²_pairs / n + (s²_images − MS_residual / n) / m), with
-    Welch-Satterthwaite df; the old interval added s²_images / m whole (the residual twice)."""
+    Welch-Satterthwaite df over both parts, the image part's own df Satterthwaite's for its
+    difference of mean squares; the old interval added s²_images / m whole (the residual twice)."""
     rng = np.random.default_rng(11)
     arms = [(rng.random(60) < 0.7, rng.random(60) < 0.75) for _ in range(3)]
     trials, epochs, predictions = from_correct(*arms)
@@ -361,8 +362,10 @@ def test_the_two_level_interval_counts_the_pair_by_image_residual_once():
     residual = delta - values[:, None] - columns[None, :] + delta.mean()
     mean_square = np.square(residual).sum() / (2 * 59)
     replicate = values.var(ddof=1) / 3
-    image = max(columns.var(ddof=1) - mean_square / 3, 0) / 60
-    df = (replicate + image) ** 2 / (replicate**2 / 2 + image**2 / 59)
+    spread, share = columns.var(ddof=1), mean_square / 3
+    image = max(spread - share, 0) / 60
+    image_df = (spread - share) ** 2 / (spread**2 / 59 + share**2 / (2 * 59))
+    df = (replicate + image) ** 2 / (replicate**2 / 2 + image**2 / image_df)
     half_width = stats.t.ppf(0.95, df=df) * np.sqrt(replicate + image)
     assert row["ci_method"] == TWO_LEVEL and row["diff"] == pytest.approx(values.mean())
     assert row["df"] == pytest.approx(df)

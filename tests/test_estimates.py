@@ -140,7 +140,7 @@ def test_the_interval_covers_95_percent_and_is_no_wider_than_it_must_be(
 @pytest.mark.simulation
 def test_the_full_grid_of_replicates_and_images():
     """Rule: the same property over 3, 5, 10, 30 replicates per cell and 3,000, 5,000, 10,000
-    images, with and without a per-image effect; prints the table in docs/protocol.md (about 5
+    images, with and without a per-image effect; prints the table in docs/protocol.md (5 to 9
     minutes: `pytest -m simulation -s`)."""
     print("\nreplicates images image_effect coverage ± mc_se mean_width reference ratio")
     failures = []

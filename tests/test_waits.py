@@ -56,7 +56,7 @@ def test_a_request_is_met_only_by_one_node_that_has_all_of_it():
 def test_retries_wait_long_enough_for_a_one_minute_outage_and_never_unboundedly():
     """Rule: at the default --retry-delay, the third attempt (the last at --max-failures 2) starts
     over a minute after the first failed; no single wait exceeds 5 minutes."""
-    from tune_mnist.tuning import RETRY_DELAY_S
+    from tune_mnist.config import RETRY_DELAY_S
 
     assert waits.retry_delay(1, RETRY_DELAY_S) == 0
     assert waits.retry_delay(2, RETRY_DELAY_S) + waits.retry_delay(3, RETRY_DELAY_S) >= 60

@@ -24,7 +24,7 @@ comes from the same t statistic, so "p < 0.05" and "the 95% interval excludes 0"
 >>> deltas = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [1, 1, 0, 0], [0, 1, 0, 0]])
 >>> e = paired_estimate(deltas.mean(axis=1), ["a", "a", "b", "b"], deltas)
 >>> print(e.diff, e.n_pairs, e.n_strata, round(e.df, 1), e.ci_low < e.diff < e.ci_high)
-0.1875 4 2 4.3 True
+0.1875 4 2 3.0 True
 """
 
 from __future__ import annotations
