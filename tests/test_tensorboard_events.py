@@ -240,7 +240,7 @@ def _post_until(url: str, body: dict, server: subprocess.Popen, done) -> dict:
             answer = requests.post(url, json=body, timeout=5)
             if answer.ok and done(answer.json()):
                 return answer.json()
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting (a busy machine)
             pass
         assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not answer"
         time.sleep(0.5)
