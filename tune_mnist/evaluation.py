@@ -32,7 +32,6 @@ plain in test accuracy, with its interval, becomes the ``confirmatory`` row of
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -262,15 +261,9 @@ def _save_portable(model: Any, path: Path) -> None:
 
 
 def _predict(model: Any, images: np.ndarray) -> np.ndarray:
-    # Scoring one model after another, TensorFlow warns that the predict function retraces (each
-    # new model has its own): expected here, and nothing a user could act on.
-    tensorflow_log = logging.getLogger("tensorflow")
-    level = tensorflow_log.level
-    tensorflow_log.setLevel(logging.ERROR)
-    try:
-        return np.asarray(model.predict(images, batch_size=500, verbose=0), dtype=np.float64)
-    finally:
-        tensorflow_log.setLevel(level)
+    from tune_mnist.model import predict
+
+    return np.asarray(predict(model, images), dtype=np.float64)
 
 
 def save_evaluation(run_dir: str | Path, evaluation: Evaluation) -> None:

@@ -25,9 +25,11 @@ The keys combine freely; `batch_norm: false` removes every batch norm layer what
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from tune_mnist.data import IMAGE_SHAPE, NUM_CLASSES
@@ -164,3 +166,19 @@ def compile_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
     )
     return model
+
+
+def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model's class probabilities for ``images``, in batches of 500.
+
+    Each new model has its own predict function, so predicting with one model after another (the
+    pairs a reused worker trains, the models the test evaluation scores) makes TensorFlow warn that
+    the function retraces: expected here, and nothing a user could act on.
+    """
+    tensorflow_log = logging.getLogger("tensorflow")
+    level = tensorflow_log.level
+    tensorflow_log.setLevel(logging.ERROR)
+    try:
+        return model.predict(images, batch_size=500, verbose=0)
+    finally:
+        tensorflow_log.setLevel(level)

@@ -495,7 +495,9 @@ def _validation_scores(
     """Clean and mixed validation metrics; appends the predicted classes to `predictions`."""
     # In inference mode each image's output does not depend on the others in its batch: one call
     # gives what two would (up to round-off where a batch straddles the two sets).
-    both = model.predict(validation.images_then_mixed, batch_size=500, verbose=0)
+    from tune_mnist.model import predict
+
+    both = predict(model, validation.images_then_mixed)
     probs, mixed_probs = both[: len(validation.labels)], both[len(validation.labels) :]
     clean, mixed = score(probs, validation.labels), score(mixed_probs, validation.mixed_labels)
     predicted = probs.argmax(axis=1).astype(np.int8)[None, :]
