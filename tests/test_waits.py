@@ -267,3 +267,11 @@ def test_on_a_cluster_no_trial_fits_the_search_ends_after_pending_timeout(tmp_pa
         head.wait(timeout=30)
         head_log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_new_search_of_a_run_in_the_same_process_starts_unstopped():
+    """Rule: a search stopped by its time budget, resumed from Python in the same process, can be
+    stopped again (and is not taken for stopped before it begins)."""
+    waits._STOPPED["/runs/r"] = "time"
+    waits.forget_stop("/runs/r")
+    assert waits.stop_reason("/runs/r") is None

@@ -415,7 +415,7 @@ def search(
         from tune_mnist.waits import stop_reason
 
         stopped_by = ""
-        if stop_reason(run_dir) == "time":
+        if stop_reason(run_dir) == "time" and config.time_budget:
             stopped_by = f"--time-budget {config.time_budget:g} s"
             stopped_by += " (a time stop, not a decision)" if config.until_decided else ""
         raise SearchInterrupted(tables, unfinished, stopped_by=stopped_by)
@@ -732,8 +732,9 @@ def _start_ray(config: SearchConfig) -> None:
 
 def _waits(config: SearchConfig, run_dir: str) -> list[Any]:
     """The callbacks that bound this search's waits: --time-budget, --pending-timeout."""
-    from tune_mnist.waits import PendingTimeout, TimeBudget
+    from tune_mnist.waits import PendingTimeout, TimeBudget, forget_stop
 
+    forget_stop(run_dir)
     pending = PendingTimeout(config.pending_timeout, run_dir)
     budget = config.time_budget
     return [pending, *([TimeBudget(budget, run_dir)] if budget else [])]

@@ -148,6 +148,11 @@ def stop_reason(run_dir: str) -> str | None:
     return _STOPPED.get(run_dir)
 
 
+def forget_stop(run_dir: str) -> None:
+    """A new search of ``run_dir`` in this process (a resume from Python) starts unstopped."""
+    _STOPPED.pop(run_dir, None)
+
+
 def _stop_tune(run_dir: str, reason: str) -> None:
     """Stop the search as Ctrl-C would (see the module's docstring)."""
     if run_dir in _STOPPED:
