@@ -157,7 +157,9 @@ def _assert_compared_models_scored(run_dir: Path, diverged_trial: str) -> None:
     directory, epoch = latest_checkpoint(run_dir / diverged_trial)
     assert epoch == 3 and load_state(directory)["compared_epoch"] == 1
     kept = {load_state(c)["epoch"] for c in (run_dir / diverged_trial).glob("checkpoint_*")}
-    assert 1 not in kept  # Tune dropped epoch 1's own checkpoint: only the carried copy is left
+    # The premise: Tune kept epochs 2 and 3 only, so the epoch-1 models scored below can come from
+    # nowhere but the copy the latest checkpoint carries.
+    assert kept == {2, 3}, kept
     args = json.loads((run_dir / "run_manifest.json").read_text())["args"]
     arrays = data.load_arrays(args["dataset"], seed=args["seed"])
     val_fraction, seed = args["val_fraction"], args["seed"]
