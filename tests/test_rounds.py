@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,35 @@ def test_a_pairs_deltas_are_taken_at_the_last_epoch_both_arms_were_scored(tmp_pa
     mixup = np.array([[0, 0, 2, 3]], dtype=np.int8)  # diverged in epoch 2
     np.savez(tmp_path / PREDICTIONS_FILE, plain=plain, mixup=mixup, true=true)
     assert pair_deltas(tmp_path).tolist() == [0, -1, 1, 1]
+
+
+def test_the_results_compare_only_the_pairs_the_decision_was_made_on(tmp_path, monkeypatch):
+    """Rule: with more pairs running than a round holds, a later round's pair can end while the
+    search stops; the comparison keeps exactly the pairs of the rounds the sequence counted."""
+    from ray.train import Checkpoint
+
+    from tune_mnist.results import _decided_on
+    from tune_mnist.rounds import RoundSettings, UntilDecided
+
+    monkeypatch.chdir(tmp_path)  # UntilDecided prints and writes into the run folder only
+    true = np.zeros(50, dtype=np.int8)
+    trials = []
+    for index in range(4):
+        folder = tmp_path / f"pair{index}"
+        folder.mkdir()
+        correct = np.zeros((1, 50), dtype=np.int8)
+        np.savez(folder / PREDICTIONS_FILE, plain=correct, mixup=correct + index % 2, true=true)
+        checkpoint = Checkpoint.from_directory(str(folder))
+        trials.append(SimpleNamespace(trial_id=f"t_{index:05d}", config={"seed": 0},
+                                      status="RUNNING", checkpoint=checkpoint))  # fmt: skip
+    settings = RoundSettings(precision=0.5, max_rounds=8, cells=1, cell_keys=(), drawn=True)
+    callback = UntilDecided(settings, str(tmp_path / "run"))
+    for trial in trials[:3]:  # the fourth pair ends after the last round the callback saw
+        callback.on_trial_complete(0, trials, trial)
+    state = json.loads((tmp_path / "run" / "until_decided" / "sequential.json").read_text())
+    assert state["rounds"] == 3 and state["pair_ids"] == ["t_00000", "t_00001", "t_00002"]
+    table = pd.DataFrame({"pair_id": [t.trial_id for t in trials], "config/seed": 0})
+    assert _decided_on(table, state)["pair_id"].tolist() == ["t_00000", "t_00001", "t_00002"]
 
 
 @pytest.mark.slow

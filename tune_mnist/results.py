@@ -310,9 +310,7 @@ def collect(run_dir: str | Path) -> Tables:
     val_predictions = _typed_predictions(predictions)
     space = _recorded_space(run_dir)
     state = sequential_state(run_dir)
-    compared = trials
-    if state is not None:  # an until-decided run compares the pairs of its completed rounds
-        compared = trials[trials["config/seed"] < int(state["rounds"])]
+    compared = trials if state is None else _decided_on(trials, state)
     predictions = val_predictions if len(val_predictions) else None
     comparison = compare(
         compared,
@@ -369,7 +367,15 @@ def needed_pairs(trials: pd.DataFrame, run_dir: str | Path, pairs: int) -> tuple
     if state is None or state["state"] == "undecided":
         return trials, pairs
     rounds = int(state["rounds"])
-    return trials[trials["config/seed"] < rounds], rounds * int(state["pairs_per_round"])
+    return _decided_on(trials, state), rounds * int(state["pairs_per_round"])
+
+
+def _decided_on(trials: pd.DataFrame, state: dict[str, Any]) -> pd.DataFrame:
+    """The trials of the rounds an until-decided run's sequence counted: not a later round's pairs
+    that ended while the search was stopping."""
+    if "pair_ids" in state:
+        return trials[trials["pair_id"].isin(state["pair_ids"])]
+    return trials[trials["config/seed"] < int(state["rounds"])]  # written before pair_ids
 
 
 def _recorded_space(run_dir: Path) -> Space | None:

@@ -79,6 +79,7 @@ class UntilDecided(Callback):
     def __init__(self, settings: RoundSettings, run_dir: str) -> None:
         self.settings, self.run_dir = settings, run_dir
         self.deltas: dict[tuple[int, str], np.ndarray | None] = {}
+        self.pair_ids: dict[tuple[int, str], str] = {}  # Tune's trial ids, for the results step
         self.decision: Decision | None = None
         self.history: list[dict[str, Any]] = []
         self._scanned = False
@@ -128,6 +129,7 @@ class UntilDecided(Callback):
             with trial.checkpoint.as_directory() as directory:
                 deltas = pair_deltas(directory)
         self.deltas[key] = deltas
+        self.pair_ids[key] = trial.trial_id
 
     def _complete_rounds(self) -> int:
         ended = np.bincount([r for r, _ in self.deltas], minlength=self.settings.max_rounds)
@@ -159,6 +161,9 @@ class UntilDecided(Callback):
             "p_value": p_value(round_values, image_variance=image_variance),
             "max_rounds": self.settings.max_rounds,
             "pairs_per_round": self.settings.cells,
+            # With --max-concurrent above a round's size a later round's pairs can end before
+            # the search stops; the results compare exactly the pairs the decision was made on.
+            "pair_ids": sorted(i for (r, _), i in self.pair_ids.items() if r < rounds),
             "history": self.history,
         }
         path = join(self.run_dir, SEQUENTIAL_FILE)
