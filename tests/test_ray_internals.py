@@ -149,6 +149,21 @@ def test_a_controller_without_its_actor_cache_is_an_error_naming_ray():
         ray_internals.retire_actor(SimpleNamespace(_trial_to_actor={}), trial=None)
 
 
+def test_the_handler_of_a_worker_killed_for_memory_is_wrapped_once(monkeypatch):
+    """Its behaviour, a trial killed by Ray's memory monitor failing alone, is checked end to end
+    by tests/test_waits.py (slow); here: the internal exists at this Ray, and is wrapped once."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+
+    monkeypatch.setattr(RayActorManager, "_actor_task_failed", RayActorManager._actor_task_failed)
+    ray_internals.survive_memory_kills()
+    wrapped = RayActorManager._actor_task_failed
+    ray_internals.survive_memory_kills()
+    assert RayActorManager._actor_task_failed is wrapped and wrapped.tune_mnist_wrapped
+    monkeypatch.delattr(RayActorManager, "_actor_task_failed")
+    with pytest.raises(RayInternalsChanged, match=rf"^Ray {ray.__version__} .*whole search"):
+        ray_internals.survive_memory_kills()
+
+
 def test_forgetting_what_is_gone_warns_once_naming_ray(monkeypatch):
     monkeypatch.setattr(ray_internals, "_warned", set())
     with pytest.warns(RayInternalsWarning, match=rf"Ray {ray.__version__} has no Json") as caught:

@@ -219,16 +219,44 @@ def test_manifest_records_how_the_run_was_made(run_dir):
 
 
 def test_results_cli_rebuilds_the_same_tables(run_dir):
+    """Rule: the results command finds a run as the search was told where to put it
+    (--storage-path, --name) as well as by its folder, and rebuilds the same tables."""
     before = pd.read_parquet(run_dir / "trials.parquet")
     (run_dir / "trials.parquet").unlink()
     result = subprocess.run(
+        [sys.executable, "-m", "tune_mnist.results", "--storage-path", str(run_dir.parent),
+         "--name", run_dir.name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), before)
+    by_folder = subprocess.run(
         [sys.executable, "-m", "tune_mnist.results", str(run_dir)],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), before)
+    assert by_folder.returncode == 0 and by_folder.stdout == result.stdout, by_folder.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["RUN", "--name", "N"], "not both"),
+        ([], "which run? give RUN_DIR (STORAGE_PATH/NAME) or --name NAME"),
+        (["--storage-path", "P"], "which run?"),
+    ],
+)
+def test_results_cli_needs_one_way_to_name_the_run(argv, message, capsys):
+    from tune_mnist.results import main
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("python -m tune_mnist.results: error: ") and message in error, error
 
 
 def test_manifest_environment_never_records_secrets(monkeypatch):

@@ -40,17 +40,19 @@ def _tiny(tmp_path: Path, name: str) -> list[str]:
 def test_a_request_is_met_only_by_one_node_that_has_all_of_it():
     """Rule: a trial is one bundle: 2 CPUs on one node and 1 GPU on another do not make a trial."""
     nodes = [
-        {"Alive": True, "Resources": {"CPU": 2.0}},
-        {"Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0}},
-        {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0}},
+        {"Alive": True, "Resources": {"CPU": 2.0, "memory": 2.0 * 2**30}},
+        {"Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0, "memory": 4.0 * 2**30}},
+        {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0, "memory": 64.0 * 2**30}},
     ]
     assert waits.unmet_request({"CPU": 1.0, "GPU": 1.0}, nodes) is None
-    assert waits.unmet_request({"CPU": 1.0, "GPU": 0.5}, nodes) is None
+    assert waits.unmet_request({"CPU": 1.0, "GPU": 0.5, "memory": 4.0 * 2**30}, nodes) is None
     unmet = waits.unmet_request({"CPU": 2.0, "GPU": 1.0}, nodes)
     assert unmet == (
         "each trial asks for 2 CPU and 1 GPU; no node has that "
-        "(the cluster has 2 nodes: 2 CPU, 0 GPU; 1 CPU, 1 GPU)"
+        "(the cluster has 2 nodes: 2 CPU, 0 GPU, 2048 MiB memory; 1 CPU, 1 GPU, 4096 MiB memory)"
     )
+    unmet = waits.unmet_request({"CPU": 2.0, "memory": 3.0 * 2**30}, nodes)
+    assert unmet is not None and unmet.startswith("each trial asks for 2 CPU and 3072 MiB memory")
 
 
 def test_retries_wait_long_enough_for_a_one_minute_outage_and_never_unboundedly():
@@ -131,12 +133,61 @@ def test_a_request_no_node_can_meet_is_refused_in_seconds_before_training(tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert re.fullmatch(
-        r"error: --cpus-per-trial / --gpus-per-trial: each trial asks for 4096 CPU; no node has "
-        r"that \(the cluster has 1 node: \d+ CPU, \d+ GPU\)",
+        r"error: --cpus-per-trial / --gpus-per-trial / --memory-per-trial: each trial asks for "
+        r"4096 CPU and 3072 MiB memory; no node has that \(the cluster has 1 node: \d+ CPU, \d+ "
+        r"GPU, \d+ MiB memory\)",
         lines[0],
     ), lines[0]
     assert not (tmp_path / "runs" / "too-big" / "run_manifest.json").exists()
     assert seconds < 90, seconds  # Ray's start on a busy 2-core machine; never a wait for nodes
+
+
+def test_trials_ask_ray_for_memory_and_more_than_a_node_has_is_refused(tmp_path):
+    """Rule: each trial holds --memory-per-trial MiB in Ray's books: more than the local node has
+    is refused at once (exit 2, one line), as a CPU request is."""
+    result = run_search(*_tiny(tmp_path, "too-much"), "--memory-per-trial", "1e9", timeout=180)
+    assert result.returncode == 2, search_failed(result)
+    line = result.stderr.strip()
+    assert re.fullmatch(
+        r"error: --cpus-per-trial / --gpus-per-trial / --memory-per-trial: each trial asks for "
+        r"1 CPU and 1000000000 MiB memory; no node has that \(the cluster has 1 node: \d+ CPU, "
+        r"\d+ GPU, \d+ MiB memory\)",
+        line,
+    ), line
+    assert not (tmp_path / "runs" / "too-much" / "run_manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_killed_for_memory_says_it_ran_out_of_memory(tmp_path):
+    """Rule: when Ray's memory monitor kills a trial's worker, the progress line and the pair's
+    error in trials.parquet say it ran out of memory and what to change, not a bare actor death.
+    Ray's kill threshold is set 3 GiB above what this machine uses now; the testing hook makes
+    seed 1 grow 256 MiB every 0.2 s until it is killed."""
+    meminfo = dict(line.split(":") for line in Path("/proc/meminfo").read_text().splitlines())
+    total, available = (int(meminfo[k].split()[0]) * 1024 for k in ("MemTotal", "MemAvailable"))
+    threshold = (total - available + 3 * 2**30) / total
+    assert threshold < 0.9, f"this machine has too little free memory for the test ({threshold})"
+    result = subprocess.run(
+        [sys.executable, "-m", "tune_mnist.run", *_tiny(tmp_path, "oom"), "--max-failures", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            FAULT_ENV: "oom:seed=1",
+            "RAY_memory_usage_threshold": f"{threshold:.3f}",
+            "RAY_memory_monitor_refresh_ms": "100",
+        },
+    )
+    assert result.returncode == 3, search_failed(result)
+    failed = [line for line in result.stdout.splitlines() if "failed (" in line]
+    assert len(failed) == 1 and "seed 1" in failed[0], result.stdout[-3000:]
+    assert "out of memory: Ray's memory monitor killed the trial's worker (node " in failed[0]
+    trials = pd.read_parquet(tmp_path / "runs" / "oom" / "trials.parquet")
+    status = {seed: set(group) for seed, group in trials.groupby("config/seed")["status"]}
+    assert status == {0: {"TERMINATED"}, 1: {"ERROR"}}, status
+    errors = set(trials.loc[trials["config/seed"] == 1, "error"])
+    assert len(errors) == 1 and errors.pop().startswith("out of memory: "), errors
 
 
 @pytest.mark.slow
@@ -248,14 +299,15 @@ def test_on_a_cluster_no_trial_fits_the_search_ends_after_pending_timeout(tmp_pa
         output = driver.output()
         assert status == 2, output[-3000:]
         assert time.monotonic() - started < 200
-        assert "each trial asks for 2 CPU; no node has that (the cluster has 1 node: 1 CPU, " in (
-            output
-        )
+        assert (
+            "each trial asks for 2 CPU and 3072 MiB memory; no node has that (the cluster has 1 "
+            "node: 1 CPU, "
+        ) in output
         assert "waiting up to 15 s (--pending-timeout)" in output, output[-3000:]
         (last,) = [line for line in output.splitlines() if line.startswith("error: ")]
         assert last.startswith(
             "error: --pending-timeout 15: no trial could start for that long: each trial asks "
-            "for 2 CPU; no node has that"
+            "for 2 CPU and 3072 MiB memory; no node has that"
         ) and last.endswith(f"--resume --storage-path {tmp_path / 'runs'} --name pending"), last
     finally:
         for proc in psutil.process_iter():  # the head's session: its GCS, raylet and workers

@@ -27,6 +27,7 @@ from typing import Any
 
 from tune_mnist.data import DATASETS, check_split
 from tune_mnist.resources import ResourcePlan
+from tune_mnist.storage import DEFAULT_STORAGE_PATH
 
 # --scheduler: Ray Tune's names. An old name still works on the command line, and a resumed run
 # that recorded one gets the new name.
@@ -42,6 +43,10 @@ SEARCH_ALGS = ("random", "tpe")
 # models sooner.
 WORKER_MAX_TRIALS = 10
 WORKER_MAX_RSS_MIB = 3072.0
+# --memory-per-trial's default without reused workers: a fresh worker's RSS after its first pair
+# (1,147 MiB, scripts/worker_memory.py) and a third more for larger models and data. With reused
+# workers a trial asks for what --worker-max-rss-mib lets its worker grow to.
+FRESH_TRIAL_MIB = 1536.0
 # --retry-delay, --pending-timeout: the defaults. 30 s doubling waits 30 + 60 s before the third
 # attempt (--max-failures 2): longer than a one-minute storage outage. 600 s is about what a cloud
 # autoscaler takes to start a GPU node.
@@ -71,7 +76,7 @@ POSITIVE_INTEGERS = (
 )
 POSITIVE_NUMBERS = ("precision", "worker_max_rss_mib", "pending_timeout")
 # Options whose values, when given, must be positive numbers (None: no limit).
-OPTIONAL_POSITIVE_NUMBERS = ("trial_timeout", "time_budget")
+OPTIONAL_POSITIVE_NUMBERS = ("trial_timeout", "time_budget", "memory_per_trial")
 # Fields that are not options: what a resumed run's manifest says about how its pairs are seeded.
 NOT_OPTIONS = ("independent_replicates",)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -117,6 +122,7 @@ class SearchConfig:
     # Resources
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    memory_per_trial: float | None = None  # MiB; None: see resource_plan
     max_failures: int = 2
     retry_delay: float = RETRY_DELAY_S
     trial_timeout: float | None = None
@@ -129,7 +135,7 @@ class SearchConfig:
     address: str | None = None
     dashboard: bool = False
     # Output
-    storage_path: str = "./tune_results"
+    storage_path: str = DEFAULT_STORAGE_PATH
     name: str | None = None
     resume: bool = False
     resume_if_exists: bool = False
@@ -163,6 +169,14 @@ class SearchConfig:
             if recorded.get(name) in renamed:
                 recorded[name] = renamed[recorded[name]]
         return cls(**{**recorded, **given})
+
+    def resource_plan(self) -> ResourcePlan:
+        """What each trial asks Ray for. Memory: --memory-per-trial, or by default what a worker
+        may grow to: --worker-max-rss-mib with reused workers, a fresh trial's peak without."""
+        memory = self.memory_per_trial or (
+            self.worker_max_rss_mib if self.reuse_workers else FRESH_TRIAL_MIB
+        )
+        return ResourcePlan(self.cpus_per_trial, self.gpus_per_trial, memory)
 
     def to_manifest(self) -> dict[str, Any]:
         """What a manifest records under ``args`` (read back by `from_manifest`)."""

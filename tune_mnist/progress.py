@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from tune_mnist.resources import describe_error
 from tune_mnist.space import ARMS, architecture_label
 
 FINISHED = ("TERMINATED", "ERROR")
@@ -114,13 +115,13 @@ def pair_failed_line(
 
 
 def last_error_line(error_file: str | Path | None) -> str:
-    """The last non-empty line of a trial's error file (the exception and its message)."""
+    """One line for a trial's error file: its last line (the exception and its message), or that
+    the worker ran out of memory (`tune_mnist.resources.describe_error`)."""
     try:
-        lines = Path(error_file).read_text(errors="replace").splitlines() if error_file else []
+        text = Path(error_file).read_text(errors="replace") if error_file else ""
     except OSError:
-        lines = []
-    lines = [line.strip() for line in lines if line.strip()]
-    return lines[-1] if lines else "unknown error (no error file)"
+        text = ""
+    return describe_error(text) if text.strip() else "unknown error (no error file)"
 
 
 def _last_val_acc(report: dict[str, Any]) -> dict[str, float | None]:

@@ -75,6 +75,48 @@ def restored_run_config(tuner: Any) -> Any | None:
     return local.get_run_config()
 
 
+# --- A worker killed for memory (tune_mnist.tuning) ----------------------------------------------
+
+_OOM_HANDLER = "RayActorManager._actor_task_failed"
+
+
+def survive_memory_kills() -> None:
+    """Make a trial whose worker Ray's memory monitor killed fail as any trial whose worker died:
+    retried per --max-failures, then ERROR, with Ray's message (node, GB used) in its error file.
+
+    Ray reports such a kill as OutOfMemoryError, not as an actor's death (ray-project/ray#28937),
+    and Tune's actor manager (ray.air.execution._internal.actor_manager) handles only
+    RayActorError and RayTaskError in ``_actor_task_failed``: anything else raises "Caught
+    unexpected exception" in the driver, and the whole search ends with it (seen with Ray 2.60).
+    Tune has no hook for it, so the method is wrapped to pass the kill on as a RayActorError.
+    Installed once per driver; idempotent.
+    """
+    from ray.air.execution._internal import actor_manager
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    manager = getattr(actor_manager, "RayActorManager", None)
+    original = getattr(manager, "_actor_task_failed", None)
+    if original is None:
+        raise RayInternalsChanged(
+            _changed(_OOM_HANDLER, "a trial killed for memory would end the whole search")
+        )
+    if getattr(original, "tune_mnist_wrapped", False):
+        return
+
+    def _actor_task_failed(self: Any, tracked_actor_task: Any, exception: Exception) -> None:
+        if isinstance(exception, OutOfMemoryError):
+            # Its first lines say what was killed and why; the rest (object store counters, a
+            # process table, advice about Ray's settings) would fill the terminal, so it points
+            # to where Ray keeps it.
+            lines = str(exception).splitlines()
+            more = [line for line in lines if "ray logs raylet.out" in line]
+            exception = RayActorError(error_msg="\n".join(lines[:2] + more))
+        original(self, tracked_actor_task=tracked_actor_task, exception=exception)
+
+    _actor_task_failed.tune_mnist_wrapped = True  # type: ignore[attr-defined]
+    manager._actor_task_failed = _actor_task_failed  # type: ignore[union-attr]
+
+
 # --- Worker retirement (tune_mnist.schedulers) ---------------------------------------------------
 
 _ACTOR_CACHE = "TuneController._started_actors and ._trial_to_actor"

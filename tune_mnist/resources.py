@@ -1,13 +1,13 @@
-"""What one trial may use: CPUs, a (fraction of a) GPU, TensorFlow threads and GPU memory.
+"""What one trial may use: CPUs, a (fraction of a) GPU, memory, TensorFlow threads and GPU memory.
 
 Ray only *accounts* for resources: a trial asking for 0.5 GPU gets half a GPU in the scheduler's
 books, but TensorFlow would still grab all of the card's memory and as many threads as there are
 cores, and concurrent trials would fight (the lesson of Ray's old tune_mnist_keras example). A
 ``ResourcePlan`` turns the two numbers a user gives into the settings that make the accounting true.
 
->>> plan = ResourcePlan(cpus_per_trial=2, gpus_per_trial=0.5)
+>>> plan = ResourcePlan(cpus_per_trial=2, gpus_per_trial=0.5, memory_mib=1024)
 >>> plan.tune_resources()
-{'cpu': 2.0, 'gpu': 0.5}
+{'cpu': 2.0, 'gpu': 0.5, 'memory': 1073741824.0}
 >>> plan.intra_op_threads, plan.inter_op_threads
 (2, 2)
 >>> plan.gpu_memory_limit_mib(total_mib=81_920)
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +38,14 @@ class ResourcePlan:
 
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    # Ray's memory resource (logical, like its CPUs): trials only start where enough is unclaimed,
+    # so concurrent trials are not planned past a node's memory. 0: no request.
+    memory_mib: float = 0.0
 
     def __post_init__(self) -> None:
         cpus, gpus = self.cpus_per_trial, self.gpus_per_trial
+        if not math.isfinite(self.memory_mib) or self.memory_mib < 0:
+            raise ValueError(f"memory must be a number of MiB >= 0, got {self.memory_mib!r}")
         if not math.isfinite(cpus) or cpus <= 0:
             raise ValueError(
                 f"cpus_per_trial must be a positive number, got {cpus!r}; "
@@ -56,8 +62,14 @@ class ResourcePlan:
             )
 
     def tune_resources(self) -> dict[str, float]:
-        """The per-trial request for ``tune.with_resources``."""
-        return {"cpu": float(self.cpus_per_trial), "gpu": float(self.gpus_per_trial)}
+        """The per-trial request for ``tune.with_resources`` (memory in bytes, as Ray counts it)."""
+        request = {"cpu": float(self.cpus_per_trial), "gpu": float(self.gpus_per_trial)}
+        return request | ({"memory": float(self.memory_mib) * 2**20} if self.memory_mib else {})
+
+    def ray_request(self) -> dict[str, float]:
+        """The same request in the names of Ray's node resources (``ray.nodes()``)."""
+        names = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
+        return {names[key]: value for key, value in self.tune_resources().items()}
 
     @property
     def intra_op_threads(self) -> int:
@@ -149,6 +161,33 @@ def _gpu_total_memory_mib(gpu: Any) -> int:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total // (1024 * 1024))
     finally:
         pynvml.nvmlShutdown()
+
+
+# Words of Ray's memory monitor when it kills a worker for memory (an actor's death cause, or
+# ray.exceptions.OutOfMemoryError for a task); the message itself is many lines long.
+OOM_MARKERS = ("killed due to memory pressure", "running low on memory", "OutOfMemoryError")
+OOM_DETAIL = re.compile(
+    r"Memory on the node \(IP: ([^,]+), ID: [^)]*\) was ([\d.]+GB used / [\d.]+GB limit)"
+)
+
+
+def describe_error(text: str) -> str:
+    """One line for a trial's error (its error file's text): the exception's last line, or, when
+    Ray's memory monitor killed the worker, that it ran out of memory and what to change.
+
+    >>> describe_error("Traceback ...\\nValueError: bad")
+    'ValueError: bad'
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not any(marker in text for marker in OOM_MARKERS):
+        return lines[-1] if lines else "unknown error"
+    detail = OOM_DETAIL.search(text)
+    where = f" (node {detail[1]}: {detail[2]})" if detail else ""
+    return (
+        f"out of memory: Ray's memory monitor killed the trial's worker{where}; ask for more "
+        "with --memory-per-trial, run fewer at once (--max-concurrent) or lower "
+        "--worker-max-rss-mib"
+    )
 
 
 def process_rss_mib() -> float | None:

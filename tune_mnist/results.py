@@ -56,8 +56,9 @@ from tune_mnist.files import (
 from tune_mnist.metrics import METRICS, MODEL_METRICS
 from tune_mnist.mlflow_runs import TrackingError, check_reachable, experiment_name, log_search
 from tune_mnist.replicates import marked_independent
+from tune_mnist.resources import describe_error
 from tune_mnist.space import ARMS, KEYS, Space, SpaceError, architecture_label, parse_space
-from tune_mnist.storage import is_uri, join, local_mirror, read_bytes
+from tune_mnist.storage import DEFAULT_STORAGE_PATH, is_uri, join, local_mirror, read_bytes
 
 EPOCH_COLUMNS = ["trial_id", *METRICS, "time_total_s", "node_id", "hostname"]
 PREDICTION_COLUMNS = ["trial_id", "epoch", "image", "predicted", "true"]
@@ -178,8 +179,7 @@ def _error_text(trial_dir: Path) -> str | None:
     error_file = trial_dir / "error.txt"
     if not error_file.is_file():
         return None
-    lines = [line for line in error_file.read_text().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "unknown error"
+    return describe_error(error_file.read_text(errors="replace"))[:500]
 
 
 def _read_pair(trial_dir: Path, tune_trials: dict[str, TuneTrial]) -> PairRecord:
@@ -733,8 +733,19 @@ def build_parser(prog: str = "python -m tune_mnist.results") -> argparse.Argumen
         allow_abbrev=False,  # `--plo` is a typo, not --plot
     )
     parser.add_argument(
-        "run_dir", help="a run folder: STORAGE_PATH/NAME (a local path or a URI such as s3://...)"
+        "run_dir",
+        nargs="?",
+        help=(
+            "a run folder: STORAGE_PATH/NAME (a local path or a URI such as s3://...); or "
+            "--storage-path and --name, as given to the search"
+        ),
     )
+    parser.add_argument(
+        "--storage-path",
+        help="with --name, instead of RUN_DIR: where the search wrote its runs (default: "
+        f"{DEFAULT_STORAGE_PATH})",
+    )
+    parser.add_argument("--name", help="the run's name under --storage-path")
     parser.add_argument(
         "--plot", action="store_true", help="also write PNG figures next to the Parquet files"
     )
@@ -762,7 +773,14 @@ def build_parser(prog: str = "python -m tune_mnist.results") -> argparse.Argumen
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m tune_mnist.results") -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.run_dir and (args.storage_path or args.name):
+        parser.error("give the run as RUN_DIR or as --storage-path/--name, not both")
+    if not args.run_dir:
+        if not args.name:
+            parser.error("which run? give RUN_DIR (STORAGE_PATH/NAME) or --name NAME")
+        args.run_dir = join(args.storage_path or DEFAULT_STORAGE_PATH, args.name)
     try:
         if args.mlflow:
             check_reachable(args.mlflow)

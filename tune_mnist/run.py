@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import tune_mnist
 from tune_mnist.config import (
+    FRESH_TRIAL_MIB,
     PENDING_TIMEOUT_S,
     RETRY_DELAY_S,
     SCHEDULER_ALIASES,
@@ -35,6 +36,7 @@ from tune_mnist.config import (
 from tune_mnist.data import DATASETS, DataError
 from tune_mnist.results import ExperimentError, HelpFormatter
 from tune_mnist.space import DEFAULT_SPACE, SpaceError, builtin_spaces
+from tune_mnist.storage import DEFAULT_STORAGE_PATH
 from tune_mnist.tuning import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -242,6 +244,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="GPUs each trial holds; fractions (0.5) share a GPU",
     )
     res.add_argument(
+        "--memory-per-trial",
+        type=_positive_float,
+        metavar="MIB",
+        help=(
+            "memory each trial holds in Ray's books, so that no more trials run at once than the "
+            "nodes' memory allows (default: --worker-max-rss-mib with reused workers, what a "
+            f"worker may grow to; {FRESH_TRIAL_MIB:g} with --no-reuse-workers)"
+        ),
+    )
+    res.add_argument(
         "--max-failures",
         type=int,
         default=2,
@@ -336,7 +348,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument(
         "--storage-path",
-        default="./tune_results",
+        default=DEFAULT_STORAGE_PATH,
         help=(
             "where run folders are written: a local path (on a cluster, one every node shares) "
             "or a URI such as s3://BUCKET/PREFIX, gs://..., abfs://..."

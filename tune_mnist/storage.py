@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+# --storage-path's default, of the search and of the results command.
+DEFAULT_STORAGE_PATH = "./tune_results"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 

@@ -65,7 +65,8 @@ PAIR_METRIC = "pair_val_acc"
 # MixUp arm NaN weights (nan-plain:KEY=VALUE the plain arm's) at the start of every attempt, so
 # training really produces a NaN loss; "nan@E:KEY=VALUE" (or nan-plain@E) does so just before
 # epoch E, so the arm diverges after E - 1 good epochs; "hang:KEY=VALUE" (or hang@E) makes the
-# trial's process sleep forever, alive, at the start of every attempt (or before epoch E). Used by
+# trial's process sleep forever, alive, at the start of every attempt (or before epoch E); "oom"
+# makes it allocate memory until Ray's memory monitor kills it. Used by
 # tests/test_reliability.py and tests/test_waits.py to exercise ERROR, DIVERGED and
 # --trial-timeout end to end.
 FAULT_ENV = "TUNE_MNIST_TESTING_FAULT"
@@ -78,7 +79,8 @@ class InjectedFault(RuntimeError):
     """Raised by the testing hook FAULT_ENV."""
 
 
-FAULT_KINDS = ("error", "nan", "nan-plain", "hang")
+FAULT_KINDS = ("error", "nan", "nan-plain", "hang", "oom")
+OOM_FAULT_LIMIT_MIB = 8192  # "oom": where the hook gives up waiting for the memory monitor
 
 
 def injected_faults(config: dict[str, Any]) -> dict[str, int | None]:
@@ -450,6 +452,12 @@ def _inject_faults(
         raise InjectedFault(f"{FAULT_ENV} asked this trial to fail")
     while "hang" in due:  # alive and silent, as a process stuck in a call that never returns
         time.sleep(3600)
+    if "oom" in due:  # grows until Ray's memory monitor ends the process, as a leak would
+        held = []
+        for _ in range(OOM_FAULT_LIMIT_MIB // 256):
+            held.append(np.ones(256 * 2**20, dtype=np.uint8))  # touched pages: resident
+            time.sleep(0.2)
+        raise InjectedFault(f"{FAULT_ENV}: {OOM_FAULT_LIMIT_MIB} MiB held and nothing stopped it")
     for arm, fault in (("mixup", "nan"), ("plain", "nan-plain")):
         if fault in due and models[arm] is not None:
             models[arm].set_weights([np.full_like(w, np.nan) for w in models[arm].get_weights()])

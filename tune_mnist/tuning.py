@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import secrets
@@ -42,6 +43,7 @@ from tune_mnist.storage import (
 )
 
 EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_STORAGE, EXIT_TIME_BUDGET, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
+REQUEST_OPTIONS = "--cpus-per-trial / --gpus-per-trial / --memory-per-trial"
 # The environment variables the manifest records (and with it MLflow, which logs the manifest):
 # those that change what a run computes or where it runs, by exact name. A prefix would let
 # through what a platform adds under it: RAY_JOB_HEADERS (HTTP headers with bearer tokens),
@@ -261,6 +263,7 @@ def _resume_config(run_dir: str, config: SearchConfig) -> SearchConfig:
         "trial_timeout": config.trial_timeout,
         "pending_timeout": config.pending_timeout,
         "retry_delay": config.retry_delay,
+        "memory_per_trial": config.memory_per_trial,
     }
     return SearchConfig.from_manifest(
         original, resume=True, **where, independent_replicates=independent
@@ -433,7 +436,7 @@ def _run_locked(
 ) -> tuple[results.Tables, int]:
     """The search in its locked run folder: its tables, and how many pairs are unfinished."""
     search_data = _load_data(config)
-    _start_ray(config)
+    config = _start_ray(config)
     print(
         f"tune_mnist: {space.num_trials(samples_to_draw(config, space))} pairs from {config.space} "
         f"({_replicates_said(config, space)}; each trains a plain and a MixUp model), up to "
@@ -615,9 +618,10 @@ def _tune(
         retry_delay_s=config.retry_delay,
         run_location=join(storage, name),  # live TensorBoard scalars
     )
+    ray_internals.survive_memory_kills()
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
-        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+        config.resource_plan().tune_resources(),
     )
     verbose, callbacks = _console_output(config, space)
     callbacks += [TrialLog(), *extra_callbacks]
@@ -633,9 +637,9 @@ def _tune(
         # keeps at least 200, so that an autoscaling cluster grows fast (ray-project/ray#43455,
         # which notes that many pending placement groups slow actor scheduling): a local Ray never
         # grows, and with 200 the driver polls 200 placement groups in every step of its loop.
-        concurrency = config.max_concurrent or int(
-            ray.cluster_resources().get("CPU", 1) // config.cpus_per_trial
-        )
+        have, plan = ray.cluster_resources(), config.resource_plan()
+        fits = min(have.get(k, 0.0) // v for k, v in plan.ray_request().items() if v > 0)
+        concurrency = config.max_concurrent or int(fits)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, concurrency)))
     if config.resume and tune.Tuner.can_restore(join(storage, name)):
         tuner = tune.Tuner.restore(
@@ -705,29 +709,42 @@ def _tune(
     _check_started(config, join(storage, name))
 
 
-def _start_ray(config: SearchConfig) -> None:
+def _start_ray(config: SearchConfig) -> SearchConfig:
     """Start or join Ray, and refuse (exit 2) a trial request no node can meet, before training.
 
     A local Ray is all the cluster there is. A cluster joined with --address may be one that adds
     nodes when asked (an autoscaler), so there the search waits, at most --pending-timeout
-    seconds with no trial running (waits.PendingTimeout).
+    seconds with no trial running (waits.PendingTimeout). On a local Ray with less memory than
+    the default request, trials ask for what there is (a small machine still runs the search).
     """
     import ray
 
     from tune_mnist.waits import unmet_request
 
     _init_ray(config.address, dashboard=config.dashboard, verbose=config.verbose)
-    request = {"CPU": float(config.cpus_per_trial), "GPU": float(config.gpus_per_trial)}
-    unmet = unmet_request(request, ray.nodes())
+    unmet = unmet_request(config.resource_plan().ray_request(), ray.nodes())
     if unmet is None:
-        return
-    if not (config.address or os.environ.get("RAY_ADDRESS")):
-        raise UsageError(f"--cpus-per-trial / --gpus-per-trial: {unmet}")
+        return config
+    local = not (config.address or os.environ.get("RAY_ADDRESS"))
+    if local and config.memory_per_trial is None:
+        have = max(node.get("Resources", {}).get("memory", 0.0) for node in ray.nodes()) / 2**20
+        smaller = replace(config, memory_per_trial=math.floor(have))
+        if have >= 1 and unmet_request(smaller.resource_plan().ray_request(), ray.nodes()) is None:
+            print(
+                f"tune_mnist: this machine's Ray has {have:.0f} MiB of memory for tasks, less "
+                f"than the {config.resource_plan().memory_mib:g} MiB a trial asks for by "
+                "default: trials ask for that, one at a time",
+                flush=True,
+            )
+            return smaller
+    if local:
+        raise UsageError(f"{REQUEST_OPTIONS}: {unmet}")
     print(
         f"tune_mnist: {unmet} yet; waiting up to {config.pending_timeout:g} s "
         "(--pending-timeout) for the cluster to add one",
         flush=True,
     )
+    return config
 
 
 def _waits(config: SearchConfig, run_dir: str) -> list[Any]:
@@ -751,10 +768,9 @@ def _check_started(config: SearchConfig, run_dir: str) -> None:
 
     from tune_mnist.waits import unmet_request
 
-    request = {"CPU": float(config.cpus_per_trial), "GPU": float(config.gpus_per_trial)}
-    unmet = unmet_request(request, ray.nodes()) or (
-        f"each trial asks for {config.cpus_per_trial:g} CPU and {config.gpus_per_trial:g} GPU, "
-        f"and none were free (the cluster has {_shown(ray.cluster_resources())})"
+    unmet = unmet_request(config.resource_plan().ray_request(), ray.nodes()) or (
+        f"each trial asks for {_shown(config.resource_plan().ray_request())}, and none were free "
+        f"(the cluster has {_shown(ray.cluster_resources())})"
     )
     storage, name = split(run_dir)
     raise UsageError(
@@ -765,8 +781,10 @@ def _check_started(config: SearchConfig, run_dir: str) -> None:
 
 
 def _shown(resources: dict[str, float]) -> str:
-    """'4 CPU, 1 GPU': the resources a trial can ask for."""
-    return f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
+    """'4 CPU, 1 GPU, 3072 MiB memory': the resources a trial can ask for."""
+    from tune_mnist.waits import shown_resources
+
+    return shown_resources(resources)
 
 
 def _until_decided(config: SearchConfig, space: Space, run_dir: str) -> Any:

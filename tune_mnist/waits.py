@@ -42,26 +42,42 @@ _STOPPED: dict[str, str] = {}
 # ---- resources -----------------------------------------------------------------------------------
 
 
+NODE_RESOURCES = ("CPU", "GPU", "memory")  # what a trial asks of a node, in Ray's names
+
+
 def unmet_request(request: Mapping[str, float], nodes: Iterable[Mapping[str, Any]]) -> str | None:
     """None when some alive node has every resource of ``request`` ({"CPU": 1, "GPU": 1}); else
     one line: what one trial asks and what the largest nodes have.
 
     A trial is one bundle (one placement group of one bundle), so it must fit on one node.
 
-    >>> node = {"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}}
-    >>> unmet_request({"CPU": 1.0, "GPU": 0.0}, [node]) is None
+    >>> node = {"Alive": True, "Resources": {"CPU": 2.0, "memory": 2**31}}
+    >>> unmet_request({"CPU": 1.0, "GPU": 0.0, "memory": 2**30}, [node]) is None
     True
-    >>> unmet_request({"CPU": 1.0, "GPU": 1.0}, [node])
-    'each trial asks for 1 CPU and 1 GPU; no node has that (the cluster has 1 node: 2 CPU, 0 GPU)'
+    >>> print(unmet_request({"CPU": 1.0, "GPU": 1.0}, [node]))  # doctest: +NORMALIZE_WHITESPACE
+    each trial asks for 1 CPU and 1 GPU; no node has that
+    (the cluster has 1 node: 2 CPU, 0 GPU, 2048 MiB memory)
     """
     alive = [dict(node.get("Resources", {})) for node in nodes if node.get("Alive", True)]
     if any(all(have.get(k, 0.0) >= v for k, v in request.items() if v > 0) for have in alive):
         return None
-    asked = " and ".join(f"{v:g} {k}" for k, v in request.items() if v > 0)
-    kinds = sorted({(have.get("CPU", 0.0), have.get("GPU", 0.0)) for have in alive}, reverse=True)
-    shapes = "; ".join(f"{c:g} CPU, {g:g} GPU" for c, g in kinds) or "none alive"
+    asked = " and ".join(_amount(k, v) for k, v in request.items() if v > 0)
+    kinds = sorted({tuple(have.get(k, 0.0) for k in NODE_RESOURCES) for have in alive})
+    shapes = "; ".join(
+        shown_resources(dict(zip(NODE_RESOURCES, kind, strict=True))) for kind in kinds[::-1]
+    )
+    shapes = shapes or "none alive"
     count = f"{len(alive)} node{'s' if len(alive) != 1 else ''}"
     return f"each trial asks for {asked}; no node has that (the cluster has {count}: {shapes})"
+
+
+def shown_resources(resources: Mapping[str, float]) -> str:
+    """'4 CPU, 1 GPU, 3072 MiB memory': what a trial can ask of a node (Ray counts bytes)."""
+    return ", ".join(_amount(k, resources.get(k, 0.0)) for k in NODE_RESOURCES)
+
+
+def _amount(resource: str, value: float) -> str:
+    return f"{value / 2**20:.0f} MiB memory" if resource == "memory" else f"{value:g} {resource}"
 
 
 # ---- retries -------------------------------------------------------------------------------------
