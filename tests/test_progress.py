@@ -97,3 +97,19 @@ def test_a_search_prints_one_line_per_pair_and_none_of_tunes_tables(tmp_path):
     noise = ("oneDNN custom operations", "cuInit", "cuda drivers", "Started a local Ray instance")
     output = (result.stdout + result.stderr).splitlines()
     assert not [line for line in output if any(word in line for word in noise)], output
+
+
+def test_a_worker_that_trains_many_pairs_shows_no_warnings(tmp_path):
+    """Rule: by default a search shows its own lines only. One reused worker trains 7 pairs here,
+    each with new models: TensorFlow warns of retracing after the fifth traced function, and Ray
+    relays what a worker prints (prefixed "(train_pair pid=N)"): neither reaches the terminal."""
+    (tmp_path / "space.yaml").write_text("num_conv: 0\nnum_dense: 0\nbatch_size: 50\nseeds: 7\n")
+    result = run_search(
+        "--space", str(tmp_path / "space.yaml"), "--train-subset", "100", "--max-epochs", "1",
+        "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "many",
+    )  # fmt: skip
+    assert result.returncode == 0, search_failed(result)
+    output = (result.stdout + result.stderr).splitlines()
+    relayed = [line for line in output if "pid=" in line or "retracing" in line]
+    assert not relayed, relayed
+    assert not [line for line in output if "WARNING" in line or "\x1b[" in line], output

@@ -168,17 +168,25 @@ def compile_model(config: dict[str, Any], *, bn_kernel: str = "fused") -> keras.
     return model
 
 
-def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """The model's class probabilities for ``images``, in batches of 500.
+class _NoRetracingWarning(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <function> triggered tf.function
+    retracing" warning. Each new model has its own train, test and predict functions, so a
+    process that trains or scores one model after another (a reused worker's pairs, the models the
+    test evaluation scores) retraces by design: expected, and nothing a user could act on."""
 
-    Each new model has its own predict function, so predicting with one model after another (the
-    pairs a reused worker trains, the models the test evaluation scores) makes TensorFlow warn that
-    the function retraces: expected here, and nothing a user could act on.
-    """
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing() -> None:
+    """Keep TensorFlow's retracing warning (`_NoRetracingWarning`) out of this process's output;
+    its other warnings stay. Idempotent."""
     tensorflow_log = logging.getLogger("tensorflow")
-    level = tensorflow_log.level
-    tensorflow_log.setLevel(logging.ERROR)
-    try:
-        return model.predict(images, batch_size=500, verbose=0)
-    finally:
-        tensorflow_log.setLevel(level)
+    if not any(isinstance(f, _NoRetracingWarning) for f in tensorflow_log.filters):
+        tensorflow_log.addFilter(_NoRetracingWarning())
+
+
+def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model's class probabilities for ``images``, in batches of 500."""
+    quiet_retracing()
+    return model.predict(images, batch_size=500, verbose=0)

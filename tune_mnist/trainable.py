@@ -200,6 +200,9 @@ def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings
         configure_tensorflow_gpus(ResourcePlan(settings.cpus_per_trial, settings.gpus_per_trial))
     import keras
 
+    from tune_mnist.model import quiet_retracing
+
+    quiet_retracing()  # a reused worker trains new models one after another, by design
     # A reused worker must not keep the previous trial's graphs and models alive.
     keras.backend.clear_session()
     _wait_before_retry(settings.retry_delay_s)
