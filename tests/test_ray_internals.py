@@ -164,40 +164,6 @@ def test_the_handler_of_a_worker_killed_for_memory_is_wrapped_once(monkeypatch):
         ray_internals.survive_memory_kills()
 
 
-def test_a_workers_death_is_one_failure_of_its_trial(monkeypatch):
-    """Rule: a death reported again (another task the dead worker had) for a trial already
-    requeued or ended, which holds no worker, is dropped; the first report, a trial with a worker,
-    and any other error are handled by Tune. The chaos run (scripts/chaos.py) is where the second
-    report happened, 1 in 23 kills; here: the rule, and that the wrapper is installed once."""
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.tune.execution.tune_controller import TuneController
-
-    class Trial(SimpleNamespace):
-        __eq__, __hash__ = object.__eq__, object.__hash__  # a dict key by identity, as Tune's
-
-    died = RayActorError(error_msg="The actor died unexpectedly before finishing this task.")
-    requeued, running = Trial(status="PENDING"), Trial(status="RUNNING")
-    controller = SimpleNamespace(_trial_to_actor={running: object()})
-    assert ray_internals.is_repeated_death(controller, requeued, died)
-    assert ray_internals.is_repeated_death(controller, Trial(status="ERROR"), died)
-    assert not ray_internals.is_repeated_death(controller, running, died)
-    holding = Trial(status="PENDING")
-    controller._trial_to_actor[holding] = object()  # requeued and given a new worker already
-    assert not ray_internals.is_repeated_death(controller, holding, died)
-    task_error = RayTaskError("train", "Traceback", ValueError("bad"))
-    assert not ray_internals.is_repeated_death(controller, requeued, task_error)
-    with pytest.raises(RayInternalsChanged, match="_trial_to_actor"):
-        ray_internals.is_repeated_death(SimpleNamespace(), requeued, died)
-
-    original = TuneController._process_trial_failure
-    monkeypatch.setattr(TuneController, "_process_trial_failure", original)
-    ray_internals.count_each_death_once()
-    wrapped = TuneController._process_trial_failure
-    ray_internals.count_each_death_once()
-    assert TuneController._process_trial_failure is wrapped and wrapped.tune_mnist_wrapped
-    wrapped(controller, requeued, died)  # dropped: Tune's handler would need a whole controller
-
-
 def test_forgetting_what_is_gone_warns_once_naming_ray(monkeypatch):
     monkeypatch.setattr(ray_internals, "_warned", set())
     with pytest.warns(RayInternalsWarning, match=rf"Ray {ray.__version__} has no Json") as caught:

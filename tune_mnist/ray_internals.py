@@ -117,58 +117,6 @@ def survive_memory_kills() -> None:
     manager._actor_task_failed = _actor_task_failed  # type: ignore[union-attr]
 
 
-# --- A worker's death counted once (tune_mnist.tuning) -------------------------------------------
-
-_FAILURE_HANDLER = "TuneController._process_trial_failure"
-
-
-def count_each_death_once() -> None:
-    """Make the death of a trial's worker one failure of the trial, however many of its tasks
-    were in flight: a trial that is retried stays retried.
-
-    When a worker dies, every task Tune had sent it fails. The first failure requeues the trial
-    (PENDING, no actor) for a retry; in Tune 2.60 a second one, handled after that, finds it
-    PENDING and ends it as a final error (``TuneController._process_trial_failure``'s
-    ``elif trial.status in {RUNNING, PENDING}``), and counts one more failure. Seen in the chaos
-    run (scripts/chaos.py: 1 of 23 killed workers): the pair was reported failed, never retried,
-    and the search ended with it unfinished. Tune has no hook for it; the wrapper drops a worker's
-    death reported for a trial that no longer has that worker.
-    """
-    from ray.tune.execution.tune_controller import TuneController
-
-    original = getattr(TuneController, "_process_trial_failure", None)
-    if original is None:
-        raise RayInternalsChanged(
-            _changed(_FAILURE_HANDLER, "a trial retried after its worker died may end as ERROR")
-        )
-    if getattr(original, "tune_mnist_wrapped", False):
-        return
-
-    def _process_trial_failure(self: Any, trial: Any, exception: Exception) -> None:
-        if not is_repeated_death(self, trial, exception):
-            original(self, trial, exception=exception)
-
-    _process_trial_failure.tune_mnist_wrapped = True  # type: ignore[attr-defined]
-    TuneController._process_trial_failure = _process_trial_failure  # type: ignore[method-assign]
-
-
-def is_repeated_death(tune_controller: Any, trial: Any, exception: Exception) -> bool:
-    """Whether ``exception`` reports the death of a worker that ``trial`` no longer has: the trial
-    is requeued (PENDING) or ended (ERROR) and holds no actor."""
-    from ray.exceptions import RayActorError
-
-    to_actor = getattr(tune_controller, "_trial_to_actor", None)
-    if not hasattr(to_actor, "__contains__"):
-        raise RayInternalsChanged(
-            _changed("TuneController._trial_to_actor", "a worker's death may be counted twice")
-        )
-    return (
-        isinstance(exception, RayActorError)
-        and trial.status in ("PENDING", "ERROR")
-        and trial not in to_actor
-    )
-
-
 # --- Worker retirement (tune_mnist.schedulers) ---------------------------------------------------
 
 _ACTOR_CACHE = "TuneController._started_actors and ._trial_to_actor"

@@ -619,7 +619,6 @@ def _tune(
         run_location=join(storage, name),  # live TensorBoard scalars
     )
     ray_internals.survive_memory_kills()
-    ray_internals.count_each_death_once()
     trainable = tune.with_resources(
         tune.with_parameters(trainable_function or train_pair, data=search_data, settings=settings),
         config.resource_plan().tune_resources(),
