@@ -2,6 +2,7 @@
 search's time budget and a cluster where no trial can start. The end-to-end tests are real
 `python -m tune_mnist.run` searches with real Ray on a few hundred embedded digits."""
 
+import json
 import os
 import re
 import shutil
@@ -155,6 +156,19 @@ def test_trials_ask_ray_for_memory_and_more_than_a_node_has_is_refused(tmp_path)
         line,
     ), line
     assert not (tmp_path / "runs" / "too-much" / "run_manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_a_default_memory_request_larger_than_this_machine_still_runs_one_at_a_time(tmp_path):
+    """Rule: on a local Ray whose memory is less than the default request (here made so by a huge
+    --worker-max-rss-mib, which the default follows), trials ask for what there is, one line says
+    so, and the search runs; the manifest records what the trials asked for."""
+    result = run_search(*_tiny(tmp_path, "small"), "--worker-max-rss-mib", "1e9")
+    assert result.returncode == 0, search_failed(result)
+    said = [line for line in result.stdout.splitlines() if "MiB of memory for tasks" in line]
+    assert len(said) == 1 and "less than the 1e+09 MiB a trial asks for by default" in said[0]
+    manifest = json.loads((tmp_path / "runs" / "small" / "run_manifest.json").read_text())
+    assert 0 < manifest["args"]["memory_per_trial"] < 1e9
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 Ray only *accounts* for resources: a trial asking for 0.5 GPU gets half a GPU in the scheduler's
 books, but TensorFlow would still grab all of the card's memory and as many threads as there are
 cores, and concurrent trials would fight (the lesson of Ray's old tune_mnist_keras example). A
-``ResourcePlan`` turns the two numbers a user gives into the settings that make the accounting true.
+``ResourcePlan`` turns the numbers a user gives into the settings that make the accounting true.
 
 >>> plan = ResourcePlan(cpus_per_trial=2, gpus_per_trial=0.5, memory_mib=1024)
 >>> plan.tune_resources()
@@ -184,9 +184,9 @@ def describe_error(text: str) -> str:
     detail = OOM_DETAIL.search(text)
     where = f" (node {detail[1]}: {detail[2]})" if detail else ""
     return (
-        f"out of memory: Ray's memory monitor killed the trial's worker{where}; ask for more "
-        "with --memory-per-trial, run fewer at once (--max-concurrent) or lower "
-        "--worker-max-rss-mib"
+        f"out of memory: Ray's memory monitor killed the trial's worker{where}; fewer trials "
+        "share a node with a larger --memory-per-trial or a smaller --max-concurrent, and "
+        "reused workers stay smaller with a lower --worker-max-rss-mib"
     )
 
 
