@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import re
@@ -41,7 +40,7 @@ import pandas as pd
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from node_loss import LOCAL_SH, REPO, free_port  # noqa: E402
+from node_loss import LOCAL_SH, REPO, free_port, verdict  # noqa: E402
 
 BUCKET = "chaos"
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "val_mixed_loss", "val_mixed_acc"]
@@ -334,17 +333,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings(**{k: v for k, v in vars(args).items() if k != "json"})
     checks, figures = run(settings)
-    for name, ok in checks.items():
-        print(f"  {'ok  ' if ok else 'FAIL'}  {name}")
-    for name, value in figures.items():
-        print(f"  {name}: {value}")
-    passed = all(checks.values())
-    print("PASS" if passed else "FAIL")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"figures": figures, "checks": checks, "passed": passed}, indent=2)
-        )
-    return 0 if passed else 1
+    return verdict(checks, figures, args.json)
 
 
 if __name__ == "__main__":

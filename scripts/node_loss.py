@@ -258,14 +258,20 @@ def main() -> int:
             [str(LOCAL_SH), "down", "--port", str(gcs)], env=env, capture_output=True, timeout=120
         )
 
+    return verdict(checks, figures, args.json, f"(logs in {state})")
+
+
+def verdict(checks: dict[str, bool], figures: dict, json_path: str | None, *after: str) -> int:
+    """Print each check and figure, then PASS or FAIL (no checks: FAIL); write them as JSON to
+    ``json_path`` when given. The exit status: 0 when every check passed."""
     for name, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'}  {name}")
     for name, value in figures.items():
         print(f"  {name}: {value}")
     passed = bool(checks) and all(checks.values())
-    print("PASS" if passed else "FAIL", f"(logs in {state})")
-    if args.json:
-        Path(args.json).write_text(
+    print("PASS" if passed else "FAIL", *after)
+    if json_path:
+        Path(json_path).write_text(
             json.dumps({"figures": figures, "checks": checks, "passed": passed}, indent=2)
         )
     return 0 if passed else 1

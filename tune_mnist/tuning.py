@@ -629,8 +629,7 @@ def _tune(
     callbacks += [rounds] if rounds else []
     callbacks += _waits(config, join(storage, name))
     stopper = DecisionStopper(join(storage, name)) if rounds else None
-    local = not (config.address or os.environ.get("RAY_ADDRESS"))
-    if config.search_alg != "random" or local:
+    if config.search_alg != "random" or _local(config):
         # As many trials pending (each with a placement group requested) as can run at once.
         # Tune keeps one pending at a time for any searcher but its own random/grid one: with room
         # for N pairs at once, the other N - 1 would start one after another. For random/grid it
@@ -709,6 +708,11 @@ def _tune(
     _check_started(config, join(storage, name))
 
 
+def _local(config: SearchConfig) -> bool:
+    """Whether this search starts its own Ray (no --address, no $RAY_ADDRESS): a fixed cluster."""
+    return not (config.address or os.environ.get("RAY_ADDRESS"))
+
+
 def _start_ray(config: SearchConfig) -> SearchConfig:
     """Start or join Ray, and refuse (exit 2) a trial request no node can meet, before training.
 
@@ -725,7 +729,7 @@ def _start_ray(config: SearchConfig) -> SearchConfig:
     unmet = unmet_request(config.resource_plan().ray_request(), ray.nodes())
     if unmet is None:
         return config
-    local = not (config.address or os.environ.get("RAY_ADDRESS"))
+    local = _local(config)
     if local and config.memory_per_trial is None:
         have = max(node.get("Resources", {}).get("memory", 0.0) for node in ray.nodes()) / 2**20
         smaller = replace(config, memory_per_trial=math.floor(have))
@@ -766,11 +770,11 @@ def _check_started(config: SearchConfig, run_dir: str) -> None:
         return
     import ray
 
-    from tune_mnist.waits import unmet_request
+    from tune_mnist.waits import shown_resources, unmet_request
 
     unmet = unmet_request(config.resource_plan().ray_request(), ray.nodes()) or (
-        f"each trial asks for {_shown(config.resource_plan().ray_request())}, and none were free "
-        f"(the cluster has {_shown(ray.cluster_resources())})"
+        f"each trial asks for {shown_resources(config.resource_plan().ray_request())}, and none "
+        f"were free (the cluster has {shown_resources(ray.cluster_resources())})"
     )
     storage, name = split(run_dir)
     raise UsageError(
@@ -778,13 +782,6 @@ def _check_started(config: SearchConfig, run_dir: str) -> None:
         f"{unmet}; once the cluster can run one, continue with: python -m tune_mnist.run "
         f"--resume --storage-path {storage} --name {name}"
     )
-
-
-def _shown(resources: dict[str, float]) -> str:
-    """'4 CPU, 1 GPU, 3072 MiB memory': the resources a trial can ask for."""
-    from tune_mnist.waits import shown_resources
-
-    return shown_resources(resources)
 
 
 def _until_decided(config: SearchConfig, space: Space, run_dir: str) -> Any:
