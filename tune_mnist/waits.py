@@ -117,6 +117,9 @@ def attempt_number(trial_dir: str | Path) -> int:
 # ---- hung trials ---------------------------------------------------------------------------------
 
 
+RELAY_S = 2.0  # what Ray's log monitor (a 0.1 s poll) needs, with a margin for a busy node
+
+
 class Watchdog:
     """Ends this process when `beat` was not called for ``timeout_s`` seconds.
 
@@ -153,6 +156,10 @@ class Watchdog:
                     file=sys.stderr,
                     flush=True,
                 )
+                # Ray relays the line from the worker's log file a moment later. When this death
+                # ends the search (a trial's last attempt), the driver shuts down soon after;
+                # ending at once once lost the line on a busy machine.
+                time.sleep(RELAY_S)
                 os._exit(1)
 
 
