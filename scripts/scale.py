@@ -119,6 +119,7 @@ NOOP_TRIALS_PER_WORKER = 1000
 def search_config(trials: int, storage: Path, reuse: bool) -> SearchConfig:
     """`python -m tune_mnist.run`'s arguments for N one-epoch pairs (N/10 seeds of 10 models), as a
     large study has them: many seeds of a few architectures, compared per architecture."""
+    storage.mkdir(parents=True, exist_ok=True)  # --storage-path may name a new folder
     space = storage / "scale.yaml"
     space.write_text("num_conv: {grid: [0, 1, 2, 3, 4]}\nnum_dense: {grid: [0, 1]}\n")
     argv = [

@@ -263,20 +263,19 @@ def _trial_row(pair: PairRecord, arm: str, epochs: list[dict[str, Any]]) -> dict
     }
 
 
-def _prediction_rows(pair: PairRecord, arm: str) -> pd.DataFrame | None:
+def _prediction_rows(pair: PairRecord, arm: str) -> dict[str, Any] | None:
+    """One arm's validation predictions as columns (`_typed_predictions` makes the table)."""
     if arm not in pair.predictions or not len(pair.predictions[arm]):
         return None
     predicted = pair.predictions[arm]
     epochs, images = predicted.shape
-    return pd.DataFrame(
-        {
-            "trial_id": f"{pair.pair_id}-{arm}",
-            "epoch": np.repeat(np.arange(1, epochs + 1, dtype=np.int16), images),
-            "image": np.tile(np.arange(images, dtype=np.int32), epochs),
-            "predicted": predicted.reshape(-1).astype(np.int8),
-            "true": np.tile(pair.predictions["true"].astype(np.int8), epochs),
-        }
-    )
+    return {
+        "trial_id": f"{pair.pair_id}-{arm}",
+        "epoch": np.repeat(np.arange(1, epochs + 1, dtype=np.int16), images),
+        "image": np.tile(np.arange(images, dtype=np.int32), epochs),
+        "predicted": predicted.reshape(-1).astype(np.int8),
+        "true": np.tile(pair.predictions["true"].astype(np.int8), epochs),
+    }
 
 
 def collect(run_dir: str | Path) -> Tables:
@@ -432,14 +431,20 @@ def _typed_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return epochs.sort_values(["trial_id", "epoch"], ignore_index=True)
 
 
-def _typed_predictions(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
-    present = [f for f in frames if f is not None]
+def _typed_predictions(arms: list[dict[str, Any] | None]) -> pd.DataFrame:
+    """One table of every arm's predictions. Its columns are joined as arrays and the trial ids
+    as categories: one small DataFrame per arm, concatenated, took 11 s of 36 for 10,000 pairs."""
+    present = [a for a in arms if a is not None]
     if not present:
         empty = {"trial_id": "string", "epoch": "int16", "image": "int32"}
         return pd.DataFrame(columns=PREDICTION_COLUMNS).astype(
             {**empty, "predicted": "int8", "true": "int8"}
         )
-    table = pd.concat(present, ignore_index=True)
+    codes, names = pd.factorize(np.array([a["trial_id"] for a in present], dtype=object))
+    lengths = [len(a["epoch"]) for a in present]
+    ids = pd.Categorical.from_codes(np.repeat(codes, lengths), categories=names)
+    columns = {c: np.concatenate([a[c] for a in present]) for c in PREDICTION_COLUMNS[1:]}
+    table = pd.DataFrame({"trial_id": ids, **columns})
     return table.astype({"trial_id": "string"})
 
 
