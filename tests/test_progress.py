@@ -1,6 +1,8 @@
 """Live progress: the time-left estimate and the line per pair (pure), and a real search."""
 
 import re
+import subprocess
+import sys
 
 from conftest import SMALL_SPACE, run_search, search_failed
 
@@ -113,3 +115,36 @@ def test_a_worker_that_trains_many_pairs_shows_no_warnings(tmp_path):
     relayed = [line for line in output if "pid=" in line or "retracing" in line]
     assert not relayed, relayed
     assert not [line for line in output if "WARNING" in line or "\x1b[" in line], output
+
+
+EXITING = """
+import sys
+from tune_mnist.trainable import _no_exit_reports
+
+class Finalized:
+    def __init__(self, error):
+        self.error = error
+
+    def __del__(self):
+        raise self.error
+
+if sys.argv[1] == "quiet":
+    _no_exit_reports()
+    _no_exit_reports()  # a reused worker sets it up for every pair
+Finalized(SystemExit(1))  # Ray's SIGTERM handler, landing in a finalizer
+Finalized(ValueError("a finalizer's bug"))
+"""
+
+
+def test_a_worker_told_to_exit_inside_a_finalizer_prints_no_report():
+    """Rule: when Ray's SIGTERM handler raises SystemExit inside a weakref callback or finalizer,
+    Python reports it as "Exception ignored in ..." with a traceback, which Ray relays to the
+    search's terminal; workers drop that report and keep every other one."""
+    runs = {
+        mode: subprocess.run([sys.executable, "-c", EXITING, mode], capture_output=True, text=True)
+        for mode in ("plain", "quiet")
+    }
+    assert "SystemExit" in runs["plain"].stderr  # what the workers printed before
+    assert "SystemExit" not in runs["quiet"].stderr, runs["quiet"].stderr
+    assert "ValueError: a finalizer's bug" in runs["quiet"].stderr, runs["quiet"].stderr
+    assert runs["quiet"].stderr.count("Exception ignored in") == 1, runs["quiet"].stderr

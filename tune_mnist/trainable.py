@@ -193,6 +193,27 @@ def _quiet(*, gpus_wanted: bool = False) -> AbstractContextManager[None]:
     return native_stderr_silenced() if quiet else nullcontext()
 
 
+def _no_exit_reports() -> None:
+    """Keep "Exception ignored in: <function WeakSet...>" and its traceback out of the terminal.
+
+    Ray's workers exit on SIGTERM by raising SystemExit from a signal handler (a worker Tune stops,
+    a reused worker retired). When the signal lands while Python runs a weakref callback or a
+    finalizer, the exit cannot propagate and Python prints it as an ignored exception, which Ray
+    relays to the driver's terminal (2 workers of a 10,000-trial search, scripts/scale.py). Only
+    the report is dropped: Python had ignored the exit already. Idempotent.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "tune_mnist_no_exit", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            previous(unraisable)
+
+    hook.tune_mnist_no_exit = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings) -> None:
     """Train one configuration in both arms, reporting metrics and a checkpoint every epoch."""
     set_threads(settings.cpus_per_trial)
@@ -203,6 +224,7 @@ def train_pair(config: dict[str, Any], data: SearchData, settings: TrialSettings
     from tune_mnist.model import quiet_retracing
 
     quiet_retracing()  # a reused worker trains new models one after another, by design
+    _no_exit_reports()
     # A reused worker must not keep the previous trial's graphs and models alive.
     keras.backend.clear_session()
     _wait_before_retry(settings.retry_delay_s)
