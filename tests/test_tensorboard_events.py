@@ -170,7 +170,14 @@ def test_tensorboard_shows_the_scalars_of_a_search_still_running(tmp_path, drive
     deadline = time.monotonic() + 300
     while True:
         runs = sorted(run_dir.glob(f"{TENSORBOARD_DIR}/*/*/events.out.tfevents.*"))
-        if {path.parent.name for path in runs} == {"plain", "mixup"}:
+        # The worker writes its scalars once tune.report returns; the driver writes the same
+        # epoch to result.json when it processes the report, which may come a little later.
+        results = [
+            run_dir.glob(f"train_pair_{pair}_*/result.json")
+            for pair in {path.parent.parent.name for path in runs}
+        ]
+        reported = all(any(result.read_text() for result in found) for found in results)
+        if {path.parent.name for path in runs} == {"plain", "mixup"} and reported:
             break
         assert driver.proc.poll() is None, driver.output()[-3000:]
         assert time.monotonic() < deadline, driver.output()[-3000:]
