@@ -57,6 +57,19 @@ def _result_rows(trial_dir: Path) -> list[dict]:
     return rows
 
 
+def _settled_last_row(trial_dir: Path, *, settle_s: float, timeout_s: float) -> dict:
+    """The last row of a trial's result.json once it has not changed for ``settle_s``."""
+    deadline = time.monotonic() + timeout_s
+    rows, since = _result_rows(trial_dir), time.monotonic()
+    while time.monotonic() - since < settle_s:
+        assert time.monotonic() < deadline, f"result.json kept changing: {rows[-1:]}"
+        time.sleep(0.5)
+        now = _result_rows(trial_dir)
+        if now != rows:
+            rows, since = now, time.monotonic()
+    return rows[-1]
+
+
 def _statuses(run_dir: Path) -> dict[str, str]:
     found = {}
     for state in run_dir.glob("experiment_state-*.json"):
@@ -289,8 +302,9 @@ def test_a_corrupted_latest_checkpoint_is_retried_from_the_previous_one(tmp_path
 
     victim_dir, pid = _poll(two_epochs_of_seed_0, 300, "seed 0's second epoch", driver)
     os.kill(pid, signal.SIGSTOP)
-    time.sleep(2)  # the driver writes the reports it already took; a frozen worker sends none
-    last = _result_rows(victim_dir)[-1]
+    # A frozen worker sends no report, but the driver still writes those it already took, as
+    # late as a loaded machine makes it: wait until result.json stays the same for 5 s.
+    last = _settled_last_row(victim_dir, settle_s=5, timeout_s=120)
     corrupted_epoch = last["epoch"]
     assert 2 <= corrupted_epoch < 5, last
     _corrupt(victim_dir / last["checkpoint_dir_name"])

@@ -244,7 +244,7 @@ def test_time_budget_stops_cleanly_and_resume_finishes(tmp_path):
     # Seed 1 hangs (alive) before its epoch 2 in the first command only: the budget, not the end
     # of the work, stops that command.
     first = subprocess.run(
-        [sys.executable, "-m", "tune_mnist.run", *argv, "--time-budget", "45"],
+        [sys.executable, "-m", "tune_mnist.run", *argv, "--time-budget", "75"],
         capture_output=True,
         text=True,
         timeout=400,
@@ -253,7 +253,7 @@ def test_time_budget_stops_cleanly_and_resume_finishes(tmp_path):
     assert first.returncode == 5, search_failed(first)
     last = first.stdout.strip().splitlines()[-1]
     assert last == (
-        "Stopped at --time-budget 45 s: 1 pairs unfinished. Resume with: python -m "
+        "Stopped at --time-budget 75 s: 1 pairs unfinished. Resume with: python -m "
         f"tune_mnist.run --resume --storage-path {tmp_path / 'runs'} --name budget"
     ), last
     stopped = pd.read_parquet(run_dir / "trials.parquet")
