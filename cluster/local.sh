@@ -259,7 +259,11 @@ cmd_down() {
         if [ -n "$remaining" ]; then
             # shellcheck disable=SC2086
             kill -KILL $remaining 2>/dev/null || true
-            sleep 0.5
+            # A killed process may take a while to go on a loaded machine (freeing its memory).
+            for ((tries = 0; tries < 50; tries++)); do
+                [ -z "$(cluster_pids)" ] && break
+                sleep 0.2
+            done
         fi
     fi
     remaining=$(cluster_pids | tr '\n' ' ')
